@@ -1,0 +1,7 @@
+proto:
+	go generate ./proto/...
+
+test:
+	go test -race ./...
+
+.PHONY: proto test

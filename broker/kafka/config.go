@@ -1,0 +1,57 @@
+// Package kafka implements the broker interfaces with franz-go. Offsets,
+// partitions, commits and consumer groups are words of this package only.
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures the Kafka backend.
+type Config struct {
+	// Brokers are the bootstrap addresses. Required.
+	Brokers []string
+	// ClientID names the gateway to the brokers. Default "streamgate".
+	ClientID string
+	// PublishTimeout bounds how long a message may wait for the brokers'
+	// confirmation, retries included. Default 30s.
+	PublishTimeout time.Duration
+	// MaxMessageBytes is the largest message (key, payload and headers)
+	// accepted. Default 1 MiB, Kafka's default max.message.bytes.
+	MaxMessageBytes int
+	// Logger receives franz-go's logs (at warn level and above). Default:
+	// discarded.
+	Logger *slog.Logger
+	// Registerer, when set, receives franz-go's client metrics (kprom),
+	// prefixed streamgate_kafka.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns the defaults for brokers.
+func DefaultConfig(brokers ...string) Config {
+	return Config{
+		Brokers:         brokers,
+		ClientID:        "streamgate",
+		PublishTimeout:  30 * time.Second,
+		MaxMessageBytes: 1 << 20,
+	}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("kafka: Brokers: at least one address is required")
+	case c.ClientID == "":
+		return errors.New("kafka: ClientID: must not be empty")
+	case c.PublishTimeout <= 0:
+		return fmt.Errorf("kafka: PublishTimeout: must be positive, got %s", c.PublishTimeout)
+	case c.MaxMessageBytes <= 0:
+		return fmt.Errorf("kafka: MaxMessageBytes: must be positive, got %d", c.MaxMessageBytes)
+	}
+	return nil
+}

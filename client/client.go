@@ -1,0 +1,136 @@
+// Package client is a Go client for streamgate's gRPC API.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+
+	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
+)
+
+// Client is a connection to a streamgate node (or a load balancer in front
+// of several).
+type Client struct {
+	conn *grpc.ClientConn
+}
+
+// Dial connects to target (host:port). Without options the connection is
+// plaintext.
+func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
+	if len(opts) == 0 {
+		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	conn, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Client{conn: conn}, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn is the underlying connection, for the generated stubs.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Header is one message header.
+type Header struct {
+	Key   string
+	Value []byte
+}
+
+// Message is one message to publish.
+type Message struct {
+	RequestID string // echoed in its Result
+	Topic     string
+	Key       []byte
+	Payload   []byte
+	Headers   []Header
+}
+
+// Result is the outcome of one published message.
+type Result struct {
+	RequestID string
+	MessageID string     // on success
+	Code      codes.Code // OK on success
+	Error     string     // on failure
+}
+
+// Err is the result's failure as an error, nil on success.
+func (r Result) Err() error {
+	if r.Code == codes.OK {
+		return nil
+	}
+	return fmt.Errorf("%s: %s", r.Code, r.Error)
+}
+
+// Publish sends msgs on one stream in batches of batchSize and calls fn
+// with each result as it arrives (from one goroutine). It returns when every
+// message has its result, or the stream fails.
+func (c *Client) Publish(ctx context.Context, msgs iter.Seq[Message], batchSize int, fn func(Result)) error {
+	if batchSize < 1 {
+		batchSize = 1
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := pb.NewPublisherClient(c.conn).Publish(ctx)
+	if err != nil {
+		return err
+	}
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- sendAll(stream, msgs, batchSize) }()
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return <-sendErr
+		}
+		if err != nil {
+			cancel()
+			<-sendErr
+			return err
+		}
+		for _, r := range resp.GetResults() {
+			fn(Result{
+				RequestID: r.GetRequestId(),
+				MessageID: r.GetMessageId(),
+				Code:      codes.Code(r.GetError().GetCode()),
+				Error:     r.GetError().GetMessage(),
+			})
+		}
+	}
+}
+
+func sendAll(stream grpc.BidiStreamingClient[pb.PublishRequest, pb.PublishResponse], msgs iter.Seq[Message], batchSize int) error {
+	batch := make([]*pb.OutgoingMessage, 0, batchSize)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := stream.Send(&pb.PublishRequest{Messages: batch})
+		batch = make([]*pb.OutgoingMessage, 0, batchSize)
+		return err
+	}
+	for m := range msgs {
+		om := &pb.OutgoingMessage{RequestId: m.RequestID, Topic: m.Topic, Key: m.Key, Payload: m.Payload}
+		for _, h := range m.Headers {
+			om.Headers = append(om.Headers, &pb.Header{Key: h.Key, Value: h.Value})
+		}
+		batch = append(batch, om)
+		if len(batch) == batchSize {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return err
+	}
+	return stream.CloseSend()
+}

@@ -1,0 +1,158 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/streamgate/streamgate/broker"
+	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
+)
+
+// Backend is what a node needs from the broker.
+type Backend interface {
+	broker.Publisher
+	broker.Pinger
+}
+
+// Server is one streamgate node: the gRPC API (with health and reflection)
+// and the HTTP endpoints /metrics, /healthz and /readyz.
+type Server struct {
+	cfg     Config
+	backend Backend
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	grpc    *grpc.Server
+	health  *health.Server
+	http    *http.Server
+	publish *publishService
+
+	mu       sync.Mutex // guards draining
+	draining bool
+}
+
+// NewServer builds a node. reg may be nil (a private registry is made);
+// log may be nil (discarded).
+func NewServer(cfg Config, backend Backend, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s := &Server{
+		cfg:     cfg,
+		backend: backend,
+		log:     log,
+		reg:     reg,
+		grpc:    grpc.NewServer(),
+		health:  health.NewServer(),
+	}
+	m := newMetrics(reg)
+	s.publish = newPublishService(cfg, backend, m, log)
+	pb.RegisterPublisherServer(s.grpc, s.publish)
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus(pb.Publisher_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", s.serveReady)
+	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	return s, nil
+}
+
+// serveReady answers 200 when the node takes traffic and the backend
+// answers a ping within two seconds.
+func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	draining := s.draining
+	s.mu.Unlock()
+	if draining {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.backend.Ping(ctx); err != nil {
+		http.Error(w, "backend: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// Serve serves gRPC on grpcLis and HTTP on httpLis (nil: no HTTP) until
+// Shutdown. It returns the first serving error, or nil after Shutdown.
+func (s *Server) Serve(grpcLis, httpLis net.Listener) error {
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		errc <- s.grpc.Serve(grpcLis)
+	}()
+	if httpLis != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.http.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+				return
+			}
+			errc <- nil
+		}()
+	}
+	err := <-errc
+	if err != nil {
+		s.grpc.Stop()
+		_ = s.http.Close()
+	}
+	wg.Wait()
+	return err
+}
+
+// Shutdown stops the node in order: health NOT_SERVING, no new streams,
+// open streams finish (until ctx ends, then they are cut), HTTP last.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-done
+	}
+	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = s.http.Shutdown(hctx)
+}
+
+// GRPC exposes the gRPC server, for tests that serve it themselves.
+func (s *Server) GRPC() *grpc.Server { return s.grpc }
