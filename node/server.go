@@ -67,6 +67,7 @@ func NewServer(cfg Config, backend Backend, reg *prometheus.Registry, log *slog.
 	m := newMetrics(reg)
 	s.publish = newPublishService(cfg, backend, m, log)
 	pb.RegisterPublisherServer(s.grpc, s.publish)
+	pb.RegisterSubscriberServer(s.grpc, &subscribeService{})
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus(pb.Publisher_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)

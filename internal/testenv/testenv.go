@@ -1,0 +1,139 @@
+// Package testenv starts an in-process streamgate node against an
+// in-process kfake broker, for integration tests.
+package testenv
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamgate/streamgate/broker/kafka"
+	"github.com/streamgate/streamgate/client"
+	"github.com/streamgate/streamgate/node"
+)
+
+// Options shape an Env; zero values take defaults.
+type Options struct {
+	Topics     []string // created at start
+	Partitions int      // per topic; default 8
+	// Node and Kafka, when set, adjust the configurations before start.
+	Node  func(*node.Config)
+	Kafka func(*kafka.Config)
+	// WrapBackend, when set, wraps the backend the node uses (to observe it).
+	WrapBackend func(node.Backend) node.Backend
+}
+
+// Env is a running broker, backend, node and client.
+type Env struct {
+	Cluster  *kfake.Cluster
+	Brokers  []string
+	Backend  *kafka.Broker
+	Server   *node.Server
+	Addr     string // the node's gRPC address
+	Client   *client.Client
+	Registry *prometheus.Registry
+}
+
+// Start starts everything and stops it when the test ends.
+func Start(t testing.TB, o Options) *Env {
+	t.Helper()
+	if o.Partitions == 0 {
+		o.Partitions = 8
+	}
+	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(o.Partitions)}
+	if len(o.Topics) > 0 {
+		opts = append(opts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
+	}
+	cluster, err := kfake.NewCluster(opts...)
+	if err != nil {
+		t.Fatalf("kfake: %v", err)
+	}
+	t.Cleanup(cluster.Close)
+	e := &Env{Cluster: cluster, Brokers: cluster.ListenAddrs(), Registry: prometheus.NewRegistry()}
+
+	kcfg := kafka.DefaultConfig(e.Brokers...)
+	kcfg.Registerer = e.Registry
+	if o.Kafka != nil {
+		o.Kafka(&kcfg)
+	}
+	e.Backend, err = kafka.New(kcfg)
+	if err != nil {
+		t.Fatalf("kafka backend: %v", err)
+	}
+	t.Cleanup(e.Backend.Close)
+
+	ncfg := node.DefaultConfig()
+	ncfg.NodeName = "test-node"
+	if o.Node != nil {
+		o.Node(&ncfg)
+	}
+	var backend node.Backend = e.Backend
+	if o.WrapBackend != nil {
+		backend = o.WrapBackend(backend)
+	}
+	e.Server, err = node.NewServer(ncfg, backend, e.Registry, nil)
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Addr = lis.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- e.Server.Serve(lis, nil) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Server.Shutdown(ctx)
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	e.Client, err = client.Dial(e.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.Client.Close() })
+	return e
+}
+
+// Consumer returns a franz-go client that reads topics from the start, to
+// check what landed in the broker.
+func (e *Env) Consumer(t testing.TB, topics ...string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(e.Brokers...),
+		kgo.ConsumeTopics(topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// ReadAll reads records until n have arrived or the deadline passes.
+func ReadAll(t testing.TB, cl *kgo.Client, n int, timeout time.Duration) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var recs []*kgo.Record
+	for len(recs) < n {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("read %d of %d records before the deadline", len(recs), n)
+		}
+		fs.EachError(func(topic string, p int32, err error) {
+			t.Fatalf("fetch %s/%d: %v", topic, p, err)
+		})
+		recs = append(recs, fs.Records()...)
+	}
+	return recs
+}
