@@ -22,6 +22,9 @@ const (
 	// that would have to be pulled, and it counts as off only when the value
 	// is exactly "true".
 	ryukEnv = "TESTCONTAINERS_RYUK_DISABLED"
+	// hostOverrideEnv is the host at which testcontainers reaches mapped
+	// ports; see connectDocker.
+	hostOverrideEnv = "TESTCONTAINERS_HOST_OVERRIDE"
 
 	// imageRepo names the images the tests build; each run gets its own tag
 	// so that concurrent or repeated runs never share (or delete) one.
@@ -118,6 +121,22 @@ func connectDocker() (p *testcontainers.DockerProvider, arch string, err error) 
 	if v.Os != "linux" {
 		p.Close()
 		return nil, "", fmt.Errorf("the engine runs %s containers; the tests need linux", v.Os)
+	}
+	info, err := p.Client().Info(ctx, client.InfoOptions{})
+	if err != nil {
+		p.Close()
+		return nil, "", err
+	}
+	// Inside a container (/.dockerenv) testcontainers assumes the engine is
+	// the host's and reaches mapped ports at the default gateway. When this
+	// machine is a container running its own engine, as the project's
+	// machines are, the ports are published here and the gateway is some
+	// other machine. An engine names itself after its host's hostname: if
+	// that is ours, the engine is local and its ports are on localhost.
+	if _, set := os.LookupEnv(hostOverrideEnv); !set {
+		if h, err := os.Hostname(); err == nil && h == info.Info.Name {
+			os.Setenv(hostOverrideEnv, "localhost")
+		}
 	}
 	return p, v.Arch, nil
 }

@@ -54,7 +54,7 @@ func TestCLI_ServeWithEmbeddedBrokerThenPublish(t *testing.T) {
 	var serveLog bytes.Buffer
 	served := make(chan error, 1)
 	go func() {
-		served <- run(ctx, []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--embedded-topics", "demo", "--log-format", "json"},
+		served <- run(ctx, []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--embedded-topics", "demo", "--embedded-addr", freeAddr(t), "--log-format", "json"},
 			nil, &bytes.Buffer{}, &syncWriter{w: &serveLog})
 	}()
 	require.Eventually(t, func() bool {

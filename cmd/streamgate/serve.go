@@ -26,13 +26,14 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		logFormat          = "text"
 		logLevel           = "info"
 		embeddedPartitions = 8
+		embeddedAddr       = "127.0.0.1:9092"
 		shutdownTimeout    = 30 * time.Second
 	)
 	fs := newFlagSet("serve", stderr)
 	fs.Var(&brokers, "brokers", "comma-separated Kafka bootstrap addresses (empty: start an embedded in-memory broker)")
 	fs.StringVar(&grpcAddr, "grpc-addr", grpcAddr, "listen address of the gRPC API")
 	fs.StringVar(&httpAddr, "http-addr", httpAddr, "listen address of /metrics, /healthz and /readyz (empty: off)")
-	fs.StringVar(&ncfg.NodeName, "node-name", ncfg.NodeName, "unique name of this node (default: the host name)")
+	fs.StringVar(&ncfg.NodeName, "node-name", ncfg.NodeName, "unique name of this node in the cluster")
 	fs.IntVar(&ncfg.PublishWindow, "publish-window", ncfg.PublishWindow, "unconfirmed publishes per stream before the node stops reading it")
 	fs.Int64Var(&ncfg.MaxBufferedBytes, "max-buffered-bytes", ncfg.MaxBufferedBytes, "bytes of unconfirmed publishes the node holds across streams before all wait")
 	fs.IntVar(&ncfg.MaxMessageBytes, "max-message-bytes", ncfg.MaxMessageBytes, "largest message accepted (topic, key, payload and headers)")
@@ -40,6 +41,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.StringVar(&logFormat, "log-format", logFormat, "text or json")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
 	fs.Var(&embeddedTopics, "embedded-topics", "topics the embedded broker creates at start (only without --brokers)")
+	fs.StringVar(&embeddedAddr, "embedded-addr", embeddedAddr, "listen address of the embedded broker, for other Kafka clients such as kcat (only without --brokers)")
 	fs.IntVar(&embeddedPartitions, "embedded-partitions", embeddedPartitions, "shards per topic of the embedded broker")
 	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", shutdownTimeout, "how long open streams may take to finish on SIGTERM")
 	if err := parseFlags(fs, args, osLookupEnv); err != nil {
@@ -54,6 +56,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 
 	if len(brokers) == 0 {
 		dcfg := devbroker.DefaultConfig()
+		dcfg.Addr = embeddedAddr
 		dcfg.Topics = embeddedTopics
 		dcfg.Partitions = embeddedPartitions
 		db, err := devbroker.Start(dcfg)
