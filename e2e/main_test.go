@@ -109,7 +109,8 @@ func connectDocker() (p *testcontainers.DockerProvider, arch string, err error) 
 	}()
 	p, err = testcontainers.NewDockerProvider()
 	if err != nil {
-		return nil, "", err
+		// Its last error alone ("rootless Docker not found") says little.
+		return nil, "", fmt.Errorf("testcontainers tried DOCKER_HOST, the Docker context, the default socket and the rootless sockets; the last said: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
