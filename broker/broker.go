@@ -125,24 +125,27 @@ type Subscriber interface {
 
 // Consumer reads the shards this node owns for one subscription and keeps
 // the subscription's position from the acks it is given. How the position
-// is saved (Kafka: committed offsets) is the backend's business.
+// is saved (Kafka: committed offsets) and when a busy shard stops being
+// fetched are the backend's business.
 //
-// Assign, Ack and Release may be called from any goroutine; Poll from one
-// goroutine at a time. Close stops everything and saves the acked position.
+// Assign and Ack may be called from any goroutine; Poll from one goroutine
+// at a time. Close stops everything and saves the acked position.
 type Consumer interface {
-	// Assign sets the shards this node reads. Shards that leave stop being
-	// fetched; their undelivered messages are dropped and their acked
-	// position is saved. Shards that arrive start at the saved position.
+	// Assign sets the shards this node reads. It returns at once; shards
+	// that arrive start at the saved position (skipping messages acked
+	// before) once the backend has told it, and shards that leave stop
+	// being fetched and have their acked position saved.
 	Assign(shards []ShardID)
-	// Poll waits for fetched messages, returning at most max. A backend
-	// that cannot be reached makes Poll return an error wrapping
-	// ErrUnavailable while it lasts; the consumer keeps retrying.
+	// Poll waits up to about a second for fetched messages, returning at
+	// most max. While the backend fails to fetch, Poll returns an error
+	// wrapping ErrUnavailable (with any messages that did arrive) and the
+	// consumer re-subscribes with backoff until fetching works again.
 	Poll(ctx context.Context, max int) ([]Delivery, error)
-	// Ack marks delivered messages done. Unknown ids are ignored.
+	// Ack marks delivered messages done. Unknown or repeated ids are
+	// ignored.
 	Ack(ids ...string)
-	// Release hands delivered messages back; they are fetched again before
-	// anything later in their shard.
-	Release(ids ...string)
-	// Close saves the acked position and stops the consumer.
+	// Close saves the acked position (trying until ctx ends) and stops the
+	// consumer. Messages fetched and not acked are fetched again by
+	// whoever reads their shard next.
 	Close(ctx context.Context) error
 }

@@ -23,6 +23,20 @@ type Config struct {
 	// MaxMessageBytes is the largest message (key, payload and headers)
 	// accepted. Default 1 MiB, Kafka's default max.message.bytes.
 	MaxMessageBytes int
+	// CommitInterval: acked positions are committed at least this often.
+	// Default 5s.
+	CommitInterval time.Duration
+	// CommitEvery: a commit is made after this many acks of a
+	// subscription, whichever comes first. Default 1000.
+	CommitEvery int
+	// MaxBufferedPerShard: a partition with more records fetched and not
+	// committed than this is paused at the broker, and resumed when it has
+	// drained to half. Default 1000.
+	MaxBufferedPerShard int
+	// GroupPrefix is put before a subscription's name to make its consumer
+	// group id, so that streamgate's groups do not collide with other
+	// applications'. Default "streamgate.".
+	GroupPrefix string
 	// Logger receives franz-go's logs (at warn level and above). Default:
 	// discarded.
 	Logger *slog.Logger
@@ -34,10 +48,14 @@ type Config struct {
 // DefaultConfig returns the defaults for brokers.
 func DefaultConfig(brokers ...string) Config {
 	return Config{
-		Brokers:         brokers,
-		ClientID:        "streamgate",
-		PublishTimeout:  30 * time.Second,
-		MaxMessageBytes: 1 << 20,
+		Brokers:             brokers,
+		ClientID:            "streamgate",
+		PublishTimeout:      30 * time.Second,
+		MaxMessageBytes:     1 << 20,
+		CommitInterval:      5 * time.Second,
+		CommitEvery:         1000,
+		MaxBufferedPerShard: 1000,
+		GroupPrefix:         "streamgate.",
 	}
 }
 
@@ -52,6 +70,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka: PublishTimeout: must be positive, got %s", c.PublishTimeout)
 	case c.MaxMessageBytes <= 0:
 		return fmt.Errorf("kafka: MaxMessageBytes: must be positive, got %d", c.MaxMessageBytes)
+	case c.CommitInterval <= 0:
+		return fmt.Errorf("kafka: CommitInterval: must be positive, got %s", c.CommitInterval)
+	case c.CommitEvery < 1:
+		return fmt.Errorf("kafka: CommitEvery: must be at least 1, got %d", c.CommitEvery)
+	case c.MaxBufferedPerShard < 2:
+		return fmt.Errorf("kafka: MaxBufferedPerShard: must be at least 2, got %d", c.MaxBufferedPerShard)
 	}
 	return nil
 }
