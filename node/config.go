@@ -6,6 +6,7 @@ package node
 import (
 	"fmt"
 	"os"
+	"time"
 )
 
 // Config configures a node's services.
@@ -22,6 +23,20 @@ type Config struct {
 	// MaxMessageBytes is the largest message accepted (key, payload,
 	// headers and topic). Default 1 MiB.
 	MaxMessageBytes int
+	// MaxUnacked is how many un-acked messages a subscriber may hold; at the
+	// limit deliveries to it stop until it acks. A subscriber may ask for
+	// less. Default 1000.
+	MaxUnacked int
+	// AckTimeout: a subscriber that holds a message un-acked for longer
+	// gets a terminal DEADLINE_EXCEEDED notice and is disconnected; its
+	// messages go to the shard's next owner. Default 60s.
+	AckTimeout time.Duration
+	// PollBatch is the most messages taken from the backend at once.
+	// Default 500.
+	PollBatch int
+	// NoticeInterval: while the backend cannot be read, subscribers get an
+	// UNAVAILABLE notice this often. Default 2s.
+	NoticeInterval time.Duration
 }
 
 // DefaultConfig returns the defaults.
@@ -35,6 +50,10 @@ func DefaultConfig() Config {
 		PublishWindow:    1000,
 		MaxBufferedBytes: 64 << 20,
 		MaxMessageBytes:  1 << 20,
+		MaxUnacked:       1000,
+		AckTimeout:       60 * time.Second,
+		PollBatch:        500,
+		NoticeInterval:   2 * time.Second,
 	}
 }
 
@@ -49,6 +68,14 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: MaxMessageBytes: must be at least 1, got %d", c.MaxMessageBytes)
 	case c.MaxBufferedBytes < int64(c.MaxMessageBytes):
 		return fmt.Errorf("node: MaxBufferedBytes: must be at least MaxMessageBytes (%d), got %d", c.MaxMessageBytes, c.MaxBufferedBytes)
+	case c.MaxUnacked < 1:
+		return fmt.Errorf("node: MaxUnacked: must be at least 1, got %d", c.MaxUnacked)
+	case c.AckTimeout <= 0:
+		return fmt.Errorf("node: AckTimeout: must be positive, got %s", c.AckTimeout)
+	case c.PollBatch < 1:
+		return fmt.Errorf("node: PollBatch: must be at least 1, got %d", c.PollBatch)
+	case c.NoticeInterval <= 0:
+		return fmt.Errorf("node: NoticeInterval: must be positive, got %s", c.NoticeInterval)
 	}
 	return nil
 }

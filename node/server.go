@@ -25,6 +25,7 @@ import (
 type Backend interface {
 	broker.Publisher
 	broker.Pinger
+	broker.Subscriber
 }
 
 // Server is one streamgate node: the gRPC API (with health and reflection)
@@ -38,6 +39,7 @@ type Server struct {
 	health  *health.Server
 	http    *http.Server
 	publish *publishService
+	sub     *subscribeService
 
 	mu       sync.Mutex // guards draining
 	draining bool
@@ -67,7 +69,9 @@ func NewServer(cfg Config, backend Backend, reg *prometheus.Registry, log *slog.
 	m := newMetrics(reg)
 	s.publish = newPublishService(cfg, backend, m, log)
 	pb.RegisterPublisherServer(s.grpc, s.publish)
-	pb.RegisterSubscriberServer(s.grpc, &subscribeService{})
+	s.sub = newSubscribeService(cfg, backend, m, log)
+	pb.RegisterSubscriberServer(s.grpc, s.sub)
+	s.health.SetServingStatus(pb.Subscriber_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus(pb.Publisher_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -132,13 +136,15 @@ func (s *Server) Serve(grpcLis, httpLis net.Listener) error {
 	return err
 }
 
-// Shutdown stops the node in order: health NOT_SERVING, no new streams,
-// open streams finish (until ctx ends, then they are cut), HTTP last.
+// Shutdown stops the node in order: health NOT_SERVING, subscribers get
+// the terminal "node draining" notice, no new streams, open publish streams
+// finish (until ctx ends, then they are cut), HTTP last.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.draining = true
 	s.mu.Unlock()
 	s.health.Shutdown()
+	s.sub.drain(ctx)
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

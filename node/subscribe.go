@@ -1,19 +1,234 @@
 package node
 
 import (
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"unicode/utf8"
 
+	"google.golang.org/grpc"
+
+	"github.com/streamgate/streamgate/broker"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
+
+// maxNameBytes bounds subscription and topic names.
+const maxNameBytes = 249
 
 // subscribeService implements the Subscriber gRPC service.
 type subscribeService struct {
 	pb.UnimplementedSubscriberServer
+	cfg     Config
+	backend broker.Subscriber
+	metrics *metrics
+	log     *slog.Logger
+
+	mu       sync.Mutex // guards draining, subs and stopping
+	draining bool
+	subs     map[string]*subRef
+	stopping map[string]*subscription // stopped, still saving their position
 }
 
-// Subscribe is not served yet: the consume side is the next piece of work.
-func (s *subscribeService) Subscribe(grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse]) error {
-	return status.Error(codes.Unimplemented, "Subscribe is not implemented by this node yet")
+// subRef counts the streams using a subscription; the last one out stops it.
+type subRef struct {
+	sub  *subscription
+	refs int
+}
+
+func newSubscribeService(cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger) *subscribeService {
+	return &subscribeService{cfg: cfg, backend: backend, metrics: m, log: log,
+		subs: map[string]*subRef{}, stopping: map[string]*subscription{}}
+}
+
+// drain ends every stream with a terminal UNAVAILABLE notice and refuses
+// new ones; in-flight messages are not acked and go to whoever reads their
+// shard next.
+func (s *subscribeService) drain(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	subs := make([]*subscription, 0, len(s.subs))
+	for _, r := range s.subs {
+		subs = append(subs, r.sub)
+	}
+	s.mu.Unlock()
+	for _, sub := range subs {
+		sub.send(ctx, event{kind: evDrain})
+	}
+}
+
+// acquire returns the running subscription called name, starting it if
+// needed, and counts one more user; nil when the node is draining.
+func (s *subscribeService) acquire(name string) *subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return nil
+	}
+	r := s.subs[name]
+	if r == nil {
+		var after <-chan struct{}
+		if old := s.stopping[name]; old != nil {
+			after = old.done
+		}
+		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, after)
+		r = &subRef{sub: sub}
+		s.subs[name] = r
+		go func() {
+			sub.run()
+			s.mu.Lock()
+			if s.stopping[name] == sub {
+				delete(s.stopping, name)
+			}
+			s.mu.Unlock()
+		}()
+	}
+	r.refs++
+	return r.sub
+}
+
+// release counts one user less; the last one stops the subscription, whose
+// final commit a new incarnation waits for.
+func (s *subscribeService) release(sub *subscription) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.subs[sub.name]
+	if r == nil || r.sub != sub {
+		return
+	}
+	r.refs--
+	if r.refs == 0 {
+		// A stream that comes next starts a new incarnation, which waits
+		// for this one's final commit before it opens the backend.
+		delete(s.subs, sub.name)
+		s.stopping[sub.name] = sub
+		close(sub.stop)
+	}
+}
+
+// Subscribe serves one subscriber: Open, then acks and nacks in; opened,
+// message batches and notices out.
+func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	req, err := stream.Recv()
+	if err != nil {
+		return grpcError(err)
+	}
+	open := req.GetOpen()
+	if open == nil {
+		return grpcError(invalidf("the first request of a Subscribe stream must carry open"))
+	}
+	spec, err := validateOpen(open)
+	if err != nil {
+		return grpcError(err)
+	}
+	shards, err := s.backend.Shards(ctx, spec.Topics)
+	if err != nil {
+		return grpcError(err)
+	}
+	limit := s.cfg.MaxUnacked
+	if m := open.GetMaxUnacked(); m > 0 && int(m) < limit {
+		limit = int(m)
+	}
+	sess := newSession(limit)
+	sub := s.acquire(spec.Name)
+	if sub == nil {
+		return grpcError(fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable))
+	}
+	defer s.release(sub)
+	if err := sub.join(ctx, sess, spec, shards); err != nil {
+		return grpcError(err)
+	}
+	leave := func() { sub.send(context.Background(), event{kind: evLeave, sess: sess}) }
+	if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Opened{Opened: &pb.Opened{
+		SubscriberId: sess.id,
+		MaxUnacked:   uint32(limit),
+		Node:         s.cfg.NodeName,
+	}}}); err != nil {
+		leave()
+		return err
+	}
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- s.readLoop(ctx, stream, sub, sess) }()
+	writeErr := make(chan error, 1)
+	go func() { writeErr <- sess.out.writeLoop(ctx, stream) }()
+
+	select {
+	case err = <-readErr:
+		leave()
+		cancel()
+		<-writeErr
+	case err = <-writeErr:
+		// A terminal notice went out (the session is already gone) or
+		// the stream broke.
+		leave()
+		cancel()
+		// The reader ends when the stream does, right after we return.
+	}
+	return grpcError(err)
+}
+
+// readLoop applies acks and nacks until the client closes its side (nil) or
+// breaks a rule.
+func (s *subscribeService) readLoop(ctx context.Context, stream grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse], sub *subscription, sess *session) error {
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch r := req.GetRequest().(type) {
+		case *pb.SubscribeRequest_Open:
+			return invalidf("open sent twice: a stream opens once; open another stream to subscribe again")
+		case *pb.SubscribeRequest_Ack:
+			if ids := r.Ack.GetMessageIds(); len(ids) > 0 && !sub.send(ctx, event{kind: evAck, sess: sess, ids: ids}) {
+				return ctx.Err()
+			}
+		case *pb.SubscribeRequest_Nack:
+			if ids := r.Nack.GetMessageIds(); len(ids) > 0 && !sub.send(ctx, event{kind: evNack, sess: sess, ids: ids}) {
+				return ctx.Err()
+			}
+		}
+	}
+}
+
+// validateOpen checks an Open and turns it into a backend spec.
+func validateOpen(o *pb.Open) (broker.SubscriptionSpec, error) {
+	spec := broker.SubscriptionSpec{Name: o.GetSubscription()}
+	switch {
+	case spec.Name == "":
+		return spec, invalidf("open: subscription is empty")
+	case len(spec.Name) > maxNameBytes || !utf8.ValidString(spec.Name):
+		return spec, invalidf("open: subscription must be valid UTF-8 of at most %d bytes", maxNameBytes)
+	case len(o.GetTopics()) == 0:
+		return spec, invalidf("open: no topics")
+	}
+	for _, t := range o.GetTopics() {
+		if t == "" {
+			return spec, invalidf("open: a topic name is empty")
+		}
+		if len(t) > maxNameBytes || !utf8.ValidString(t) {
+			return spec, invalidf("open: topic names must be valid UTF-8 of at most %d bytes", maxNameBytes)
+		}
+		if !slices.Contains(spec.Topics, t) {
+			spec.Topics = append(spec.Topics, t)
+		}
+	}
+	slices.Sort(spec.Topics)
+	switch o.GetStartPosition() {
+	case pb.StartPosition_START_POSITION_UNSPECIFIED, pb.StartPosition_START_POSITION_LATEST:
+		spec.Start = broker.StartLatest
+	case pb.StartPosition_START_POSITION_EARLIEST:
+		spec.Start = broker.StartEarliest
+	default:
+		return spec, invalidf("open: unknown start_position %d", o.GetStartPosition())
+	}
+	return spec, nil
 }

@@ -644,12 +644,12 @@ func backoff(attempt int) time.Duration {
 type healthHook struct {
 	lastFail atomic.Int64 // unix nanos of the last failed connect
 	lastOK   atomic.Int64 // unix nanos of the last fetch response read
-	failErr  atomic.Value // error
+	failErr  atomic.Pointer[error]
 }
 
 func (h *healthHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
 	if err != nil {
-		h.failErr.Store(err)
+		h.failErr.Store(&err)
 		h.lastFail.Store(time.Now().UnixNano())
 	}
 }
@@ -662,8 +662,7 @@ func (h *healthHook) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ t
 
 func (h *healthHook) err() error {
 	if f := h.lastFail.Load(); f != 0 && f > h.lastOK.Load() {
-		err, _ := h.failErr.Load().(error)
-		return fmt.Errorf("connecting to the broker: %w", err)
+		return fmt.Errorf("connecting to the broker: %w", *h.failErr.Load())
 	}
 	return nil
 }

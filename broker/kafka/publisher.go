@@ -43,19 +43,21 @@ func New(cfg Config) (*Broker, error) {
 
 // commonOpts are shared by every client this backend opens.
 func (b *Broker) commonOpts() []kgo.Opt {
-	opts := []kgo.Opt{
+	return []kgo.Opt{
 		kgo.SeedBrokers(b.cfg.Brokers...),
 		kgo.ClientID(b.cfg.ClientID),
 		kgo.WithLogger(newLogger(b.cfg.Logger)),
 	}
-	if b.metrics != nil {
-		opts = append(opts, kgo.WithHooks(b.metrics))
-	}
-	return opts
 }
 
 func (b *Broker) producerOpts() []kgo.Opt {
-	return append(b.commonOpts(),
+	opts := b.commonOpts()
+	if b.metrics != nil {
+		// kprom registers its collectors once per registry, so only the
+		// shared producer client carries them.
+		opts = append(opts, kgo.WithHooks(b.metrics))
+	}
+	return append(opts,
 		// Idempotent (franz-go's default, stated for the reader) with acks
 		// from all in-sync replicas: no duplicates from retries, nothing
 		// confirmed that a leader failover can lose.

@@ -3,6 +3,7 @@
 //	streamgate [serve] [flags]    run a node (the default subcommand)
 //	streamgate devbroker [flags]  run the in-memory Kafka-protocol broker alone
 //	streamgate publish [flags]    publish messages from flags or stdin lines
+//	streamgate subscribe [flags]  print a subscription's messages and ack them
 //
 // Every flag of serve and devbroker can also be set by an environment
 // variable: the flag name upper-cased, dashes to underscores, prefixed
@@ -55,6 +56,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDevbroker(ctx, args, stderr)
 	case "publish":
 		return runPublish(ctx, args, stdin, stdout, stderr)
+	case "subscribe":
+		return runSubscribe(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -70,6 +73,7 @@ subcommands:
   serve       run a node (default); with no --brokers it embeds an in-memory broker
   devbroker   run the in-memory Kafka-protocol broker alone
   publish     publish messages from flags or stdin lines
+  subscribe   print a subscription's messages and ack them
 
 'streamgate <subcommand> -h' lists a subcommand's flags.
 `

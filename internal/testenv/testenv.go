@@ -4,11 +4,15 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -26,6 +30,9 @@ type Options struct {
 	Kafka func(*kafka.Config)
 	// WrapBackend, when set, wraps the backend the node uses (to observe it).
 	WrapBackend func(node.Backend) node.Backend
+	// Cluster, when set, is used instead of a new broker (a second node,
+	// or a node restarted against the same data).
+	Cluster *kfake.Cluster
 }
 
 // Env is a running broker, backend, node and client.
@@ -37,7 +44,14 @@ type Env struct {
 	Addr     string // the node's gRPC address
 	Client   *client.Client
 	Registry *prometheus.Registry
+	producer *kgo.Client
+	stop     func()
+	stopOnce sync.Once
 }
+
+// Stop shuts the node down (streams end, positions are saved); the broker
+// keeps running.
+func (e *Env) Stop() { e.stopOnce.Do(e.stop) }
 
 // Start starts everything and stops it when the test ends.
 func Start(t testing.TB, o Options) *Env {
@@ -45,15 +59,19 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Partitions == 0 {
 		o.Partitions = 8
 	}
-	opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(o.Partitions)}
-	if len(o.Topics) > 0 {
-		opts = append(opts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
+	cluster := o.Cluster
+	if cluster == nil {
+		opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(o.Partitions)}
+		if len(o.Topics) > 0 {
+			opts = append(opts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
+		}
+		var err error
+		if cluster, err = kfake.NewCluster(opts...); err != nil {
+			t.Fatalf("kfake: %v", err)
+		}
+		t.Cleanup(cluster.Close)
 	}
-	cluster, err := kfake.NewCluster(opts...)
-	if err != nil {
-		t.Fatalf("kfake: %v", err)
-	}
-	t.Cleanup(cluster.Close)
+	var err error
 	e := &Env{Cluster: cluster, Brokers: cluster.ListenAddrs(), Registry: prometheus.NewRegistry()}
 
 	kcfg := kafka.DefaultConfig(e.Brokers...)
@@ -65,7 +83,6 @@ func Start(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatalf("kafka backend: %v", err)
 	}
-	t.Cleanup(e.Backend.Close)
 
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName = "test-node"
@@ -87,14 +104,16 @@ func Start(t testing.TB, o Options) *Env {
 	e.Addr = lis.Addr().String()
 	served := make(chan error, 1)
 	go func() { served <- e.Server.Serve(lis, nil) }()
-	t.Cleanup(func() {
+	e.stop = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		e.Server.Shutdown(ctx)
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-	})
+		e.Backend.Close()
+	}
+	t.Cleanup(e.Stop)
 	e.Client, err = client.Dial(e.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -136,4 +155,54 @@ func ReadAll(t testing.TB, cl *kgo.Client, n int, timeout time.Duration) []*kgo.
 		recs = append(recs, fs.Records()...)
 	}
 	return recs
+}
+
+// Produce writes records straight to the broker (not through streamgate)
+// and fails the test on error.
+func (e *Env) Produce(t testing.TB, recs ...*kgo.Record) {
+	t.Helper()
+	if e.producer == nil {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(cl.Close)
+		e.producer = cl
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := e.producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// Committed returns the committed offsets of a subscription's group, by
+// topic and partition (absent: none).
+func (e *Env) Committed(t testing.TB, subscription string) map[string]map[int32]int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, kafka.DefaultConfig().GroupPrefix+subscription)
+	out := map[string]map[int32]int64{}
+	if err != nil {
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			return out
+		}
+		t.Fatalf("fetch offsets: %v", err)
+	}
+	resp.Each(func(o kadm.OffsetResponse) {
+		if o.Err != nil || o.At < 0 {
+			return
+		}
+		if out[o.Topic] == nil {
+			out[o.Topic] = map[int32]int64{}
+		}
+		out[o.Topic][o.Partition] = o.At
+	})
+	return out
 }

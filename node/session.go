@@ -1,0 +1,169 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/streamgate/streamgate/broker"
+	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
+)
+
+// maxMessagesPerBatch bounds one MessageBatch.
+const maxMessagesPerBatch = 500
+
+// session is one open Subscribe stream. Its in-flight messages belong to the
+// subscription's dispatcher goroutine; its outbox is shared with the
+// stream's writer goroutine.
+type session struct {
+	id  string
+	max int // un-acked messages it may hold
+
+	// Owned by the dispatcher goroutine.
+	inflight map[string]*message
+	gone     bool // removed from the subscription
+
+	out outbox
+}
+
+func newSession(max int) *session {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &session{
+		id:       hex.EncodeToString(b[:]),
+		max:      max,
+		inflight: map[string]*message{},
+		out:      outbox{signal: make(chan struct{}, 1)},
+	}
+}
+
+// message is one fetched message on its way through the node.
+type message struct {
+	d       broker.Delivery
+	seq     uint64 // fetch order within the subscription, to keep shard order on redelivery
+	attempt uint32 // deliveries so far
+	sentAt  time.Time
+	holder  *session
+}
+
+// outgoing is one message as handed to the writer: the attempt is copied,
+// since the message may be redelivered elsewhere before the writer runs.
+type outgoing struct {
+	d       *broker.Delivery
+	attempt uint32
+}
+
+// outbox queues what the dispatcher has for a stream. It never blocks the
+// dispatcher: messages are bounded by the session's max un-acked, notices
+// are coalesced to the latest, and a terminal notice ends it.
+type outbox struct {
+	mu       sync.Mutex // guards the fields below
+	msgs     []outgoing
+	notice   *pb.Notice
+	terminal *pb.Notice
+	signal   chan struct{}
+}
+
+func (o *outbox) push(msgs []outgoing) {
+	o.mu.Lock()
+	o.msgs = append(o.msgs, msgs...)
+	o.mu.Unlock()
+	signal(o.signal)
+}
+
+func (o *outbox) notify(n *pb.Notice) {
+	o.mu.Lock()
+	if n.GetTerminal() {
+		o.terminal = n
+	} else {
+		o.notice = n
+	}
+	o.mu.Unlock()
+	signal(o.signal)
+}
+
+func (o *outbox) take() ([]outgoing, *pb.Notice, *pb.Notice) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	msgs, n, t := o.msgs, o.notice, o.terminal
+	o.msgs, o.notice = nil, nil
+	return msgs, n, t
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop sends what the outbox holds until ctx ends or a terminal notice
+// has been sent; it then returns the terminal status as an error.
+func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse]) error {
+	for {
+		select {
+		case <-o.signal:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		msgs, notice, terminal := o.take()
+		for len(msgs) > 0 {
+			n := min(len(msgs), maxMessagesPerBatch)
+			batch := make([]*pb.Message, n)
+			for i, m := range msgs[:n] {
+				batch[i] = toProto(m)
+			}
+			msgs = msgs[n:]
+			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Messages{Messages: &pb.MessageBatch{Messages: batch}}}); err != nil {
+				return err
+			}
+		}
+		if notice != nil && terminal == nil {
+			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Notice{Notice: notice}}); err != nil {
+				return err
+			}
+		}
+		if terminal != nil {
+			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Notice{Notice: terminal}}); err != nil {
+				return err
+			}
+			return status.Error(codes.Code(terminal.GetStatus().GetCode()), terminal.GetStatus().GetMessage())
+		}
+	}
+}
+
+func shardName(s broker.ShardID) string { return fmt.Sprintf("%s/%d", s.Topic, s.Index) }
+
+func toProto(m outgoing) *pb.Message {
+	d := m.d
+	pm := &pb.Message{
+		Id:              d.ID,
+		Topic:           d.Message.Topic,
+		Key:             d.Message.Key,
+		Payload:         d.Message.Payload,
+		DeliveryAttempt: m.attempt,
+		Shard:           shardName(d.Shard),
+	}
+	if !d.PublishTime.IsZero() {
+		pm.PublishTime = timestamppb.New(d.PublishTime)
+	}
+	if len(d.Message.Headers) > 0 {
+		pm.Headers = make([]*pb.Header, len(d.Message.Headers))
+		for i, h := range d.Message.Headers {
+			pm.Headers[i] = &pb.Header{Key: h.Key, Value: h.Value}
+		}
+	}
+	return pm
+}
+
+func notice(c codes.Code, terminal bool, msg string) *pb.Notice {
+	return &pb.Notice{Status: &pb.Status{Code: int32(c), Message: msg}, Terminal: terminal}
+}
