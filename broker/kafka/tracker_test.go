@@ -1,0 +1,138 @@
+package kafka
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestTracker_CommitStopsAtTheFirstUnackedAndKeepsLaterAcks(t *testing.T) {
+	tr := newTracker(100, nil)
+	for o := int64(100); o < 110; o++ {
+		require.True(t, tr.fetched(o))
+	}
+	at, above := tr.commitPoint()
+	require.EqualValues(t, 100, at)
+	require.Empty(t, above)
+
+	for _, o := range []int64{100, 101, 103, 105, 106} {
+		require.True(t, tr.ack(o))
+	}
+	require.False(t, tr.ack(103), "acks are idempotent")
+	require.False(t, tr.ack(99), "below the window")
+	require.False(t, tr.ack(200), "never fetched")
+	at, above = tr.commitPoint()
+	require.EqualValues(t, 102, at, "the commit never passes an un-acked record")
+	require.Equal(t, []int64{103, 105, 106}, above)
+	require.True(t, tr.dirty())
+	tr.committedAt(at, tr.acks)
+	require.False(t, tr.dirty())
+	require.EqualValues(t, 8, tr.uncommitted())
+
+	for _, o := range []int64{102, 104, 107, 108, 109} {
+		tr.ack(o)
+	}
+	at, above = tr.commitPoint()
+	require.EqualValues(t, 110, at)
+	require.Empty(t, above)
+}
+
+func TestTracker_SkipsWhatItsMetadataSaysWasAcked(t *testing.T) {
+	tr := newTracker(10, []int64{12, 13, 15, 5 /* below: ignored */})
+	var delivered []int64
+	for o := int64(10); o < 17; o++ {
+		if tr.fetched(o) {
+			delivered = append(delivered, o)
+		}
+	}
+	require.Equal(t, []int64{10, 11, 14, 16}, delivered)
+	at, above := tr.commitPoint()
+	require.EqualValues(t, 10, at)
+	require.Equal(t, []int64{12, 13, 15}, above, "pre-acked offsets travel on in the metadata")
+	tr.ack(10)
+	tr.ack(11)
+	at, _ = tr.commitPoint()
+	require.EqualValues(t, 14, at)
+}
+
+func TestTracker_PreackedNotYetFetchedStayInTheMetadata(t *testing.T) {
+	tr := newTracker(0, []int64{5, 6})
+	tr.fetched(0)
+	at, above := tr.commitPoint()
+	require.EqualValues(t, 0, at)
+	require.Equal(t, []int64{5, 6}, above)
+}
+
+func TestAckedMetadata_RoundTripsAndStaysUnderKafkasLimit(t *testing.T) {
+	for _, acked := range [][]int64{nil, {5}, {5, 6, 7, 9, 1000, 1001}} {
+		meta := encodeAcked(3, acked)
+		got, err := decodeAcked(3, meta)
+		require.NoError(t, err)
+		require.Equal(t, acked, got)
+	}
+	// Every other offset acked: the worst case for runs.
+	var worst []int64
+	for o := int64(1); o < 20000; o += 2 {
+		worst = append(worst, o)
+	}
+	meta := encodeAcked(0, worst)
+	require.LessOrEqual(t, len(meta), 4096)
+	got, err := decodeAcked(0, meta)
+	require.NoError(t, err)
+	require.Equal(t, worst[:len(got)], got, "what does not fit is left out from the top")
+	_, err = decodeAcked(0, "other-client-metadata")
+	require.ErrorIs(t, err, errBadMeta)
+}
+
+// TestTracker_RandomAcksNeverCommitPastAnUnackedRecord is a property test
+// of the invariant, with gaps in the offsets as a compacted log has them.
+func TestTracker_RandomAcksNeverCommitPastAnUnackedRecord(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	for trial := 0; trial < 200; trial++ {
+		tr := newTracker(0, nil)
+		var offsets []int64
+		o := int64(0)
+		for range 1 + r.IntN(200) {
+			o += 1 + int64(r.IntN(3))
+			if tr.fetched(o) {
+				offsets = append(offsets, o)
+			}
+		}
+		acked := map[int64]bool{}
+		for _, i := range r.Perm(len(offsets))[:r.IntN(len(offsets)+1)] {
+			tr.ack(offsets[i])
+			acked[offsets[i]] = true
+		}
+		at, above := tr.commitPoint()
+		for _, off := range offsets {
+			if off < at {
+				require.True(t, acked[off], "commit %d passes un-acked %d", at, off)
+			}
+			if off >= at && acked[off] {
+				require.True(t, slices.Contains(above, off), "ack of %d lost from the metadata", off)
+			}
+		}
+	}
+}
+
+func FuzzDecodeAcked(f *testing.F) {
+	f.Add(int64(0), encodeAcked(0, []int64{1, 2, 5}))
+	f.Add(int64(7), "sg1:")
+	f.Add(int64(0), "garbage")
+	f.Fuzz(func(t *testing.T, committed int64, meta string) {
+		if committed < 0 || committed > 1<<50 {
+			return
+		}
+		acked, err := decodeAcked(committed, meta)
+		if err != nil {
+			return
+		}
+		for i, o := range acked {
+			if o < committed || (i > 0 && o <= acked[i-1]) {
+				t.Fatalf("decoded offsets not ascending above %d: %v", committed, acked)
+			}
+		}
+	})
+}
