@@ -3,10 +3,12 @@ package node_test
 import (
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc/codes"
 
@@ -91,6 +93,95 @@ func BenchmarkPublish(b *testing.B) {
 		if err != nil || failed > 0 {
 			b.Fatalf("publish: %v, %d failed", err, failed)
 		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
+
+// BenchmarkSubscribe consumes and acks 1 KiB messages from one kfake broker,
+// directly with franz-go (committing every 1000 records, as streamgate does)
+// and through streamgate, in one run. Compare msgs/s.
+func BenchmarkSubscribe(b *testing.B) {
+	const shards = 8
+	env := testenv.Start(b, testenv.Options{Partitions: shards})
+	run := 0
+	fill := func(b *testing.B) string {
+		run++
+		topic := fmt.Sprintf("bench-%d", run)
+		env.CreateTopic(b, topic, shards)
+		payloads := benchPayloads(b.N)
+		recs := make([]*kgo.Record, b.N)
+		for i := range recs {
+			recs[i] = &kgo.Record{Topic: topic, Partition: int32(i % shards), Value: payloads[i]}
+		}
+		for len(recs) > 0 {
+			k := min(len(recs), 10000)
+			env.Produce(b, recs[:k]...)
+			recs = recs[k:]
+		}
+		return topic
+	}
+
+	b.Run("direct-franz-go", func(b *testing.B) {
+		topic := fill(b)
+		parts := map[int32]kgo.Offset{}
+		for p := range int32(shards) {
+			parts[p] = kgo.NewOffset().AtStart()
+		}
+		cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...), kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: parts}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		adm := kadm.NewClient(cl)
+		b.SetBytes(benchMessageBytes)
+		b.ResetTimer()
+		got, sinceCommit := 0, 0
+		offsets := kadm.Offsets{}
+		for got < b.N {
+			fs := cl.PollRecords(context.Background(), 500)
+			fs.EachRecord(func(r *kgo.Record) {
+				offsets.AddOffset(r.Topic, r.Partition, r.Offset+1, -1)
+				got++
+				sinceCommit++
+			})
+			if sinceCommit >= 1000 || got >= b.N {
+				if _, err := adm.CommitOffsets(context.Background(), "bench-direct", offsets); err != nil {
+					b.Fatal(err)
+				}
+				sinceCommit = 0
+			}
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+
+	b.Run("streamgate", func(b *testing.B) {
+		topic := fill(b)
+		b.SetBytes(benchMessageBytes)
+		b.ResetTimer()
+		sub, err := env.Client.Subscribe(context.Background(), client.SubscribeOptions{Subscription: topic, Topics: []string{topic}, FromBeginning: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer sub.Close()
+		got := 0
+		for got < b.N {
+			msgs, _, err := sub.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ids := make([]string, len(msgs))
+			for i, m := range msgs {
+				ids[i] = m.ID
+			}
+			got += len(msgs)
+			if len(ids) > 0 {
+				if err := sub.Ack(ids...); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
 }

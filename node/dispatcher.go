@@ -40,6 +40,7 @@ type subscription struct {
 	queues     map[broker.ShardID]*shardQueue
 	consumer   broker.Consumer
 	poll       chan pollResult
+	want       chan struct{} // a token: run wants the poller to poll
 	pollStop   context.CancelFunc
 	pollDone   chan struct{}
 	seq        uint64
@@ -94,6 +95,7 @@ func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metr
 		owner:    map[broker.ShardID]*session{},
 		queues:   map[broker.ShardID]*shardQueue{},
 		poll:     make(chan pollResult, 1),
+		want:     make(chan struct{}, 1),
 	}
 }
 
@@ -320,12 +322,19 @@ func (s *subscription) openConsumer() error {
 	return nil
 }
 
-// pollLoop feeds run with fetched messages until ctx ends. Empty polls are
-// reported too (about one a second when idle): they tell run the backend
-// answers again.
+// pollLoop feeds run with fetched messages until ctx ends, polling only
+// when run asks (some subscriber could take more than is queued for it), so
+// that what the backend fetched ahead stays in its bounded buffers and does
+// not count against a shard's limit. Empty polls are reported too (about
+// one a second when idle): they tell run the backend answers again.
 func (s *subscription) pollLoop(ctx context.Context, c broker.Consumer, done chan struct{}) {
 	defer close(done)
 	for {
+		select {
+		case <-s.want:
+		case <-ctx.Done():
+			return
+		}
 		ds, err := c.Poll(ctx, s.cfg.PollBatch)
 		if ctx.Err() != nil {
 			return
@@ -356,6 +365,10 @@ func (s *subscription) closeConsumer() {
 		s.log.Warn("closing the backend consumer", "err", err)
 	}
 	s.consumer = nil
+	select {
+	case <-s.want:
+	default:
+	}
 	s.metrics.consumers.Dec()
 	s.queues = map[broker.ShardID]*shardQueue{}
 	s.pollErr = nil
@@ -487,4 +500,30 @@ func (s *subscription) dispatch() {
 		sess.out.push(msgs)
 		s.metrics.delivered.Add(float64(len(msgs)))
 	}
+	if s.hungry() {
+		signal(s.want)
+	}
+}
+
+// hungry says whether a subscriber could take more than is queued for it,
+// or the backend is failing (polls tell when it recovers).
+func (s *subscription) hungry() bool {
+	if s.consumer == nil {
+		return false
+	}
+	if s.pollErr != nil {
+		return true
+	}
+	queued := make(map[*session]int, len(s.sessions))
+	for id, q := range s.queues {
+		if owner := s.owner[id]; owner != nil {
+			queued[owner] += len(q.pending)
+		}
+	}
+	for _, sess := range s.sessions {
+		if queued[sess] < sess.max-len(sess.inflight) {
+			return true
+		}
+	}
+	return false
 }

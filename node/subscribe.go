@@ -27,7 +27,8 @@ type subscribeService struct {
 	metrics *metrics
 	log     *slog.Logger
 
-	mu       sync.Mutex // guards draining, subs and stopping
+	running  sync.WaitGroup // subscription goroutines
+	mu       sync.Mutex     // guards draining, subs and stopping
 	draining bool
 	subs     map[string]*subRef
 	stopping map[string]*subscription // stopped, still saving their position
@@ -60,6 +61,20 @@ func (s *subscribeService) drain(ctx context.Context) {
 	}
 }
 
+// wait waits until every subscription has stopped and saved its position,
+// or ctx ends.
+func (s *subscribeService) wait(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
 // acquire returns the running subscription called name, starting it if
 // needed, and counts one more user; nil when the node is draining.
 func (s *subscribeService) acquire(name string) *subscription {
@@ -77,7 +92,9 @@ func (s *subscribeService) acquire(name string) *subscription {
 		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, after)
 		r = &subRef{sub: sub}
 		s.subs[name] = r
+		s.running.Add(1)
 		go func() {
+			defer s.running.Done()
 			sub.run()
 			s.mu.Lock()
 			if s.stopping[name] == sub {

@@ -72,7 +72,10 @@ func (b *Broker) Consume(_ context.Context, spec broker.SubscriptionSpec) (broke
 	}
 	opts := append(b.commonOpts(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), // used only if a committed offset fell off the log
-		kgo.FetchMaxWait(500*time.Millisecond),
+		// A resumed partition is fetched only after the in-flight fetch
+		// returns, which waits up to this long when nothing is new: keep
+		// it short so that a paused shard resumes quickly.
+		kgo.FetchMaxWait(100*time.Millisecond),
 		kgo.WithHooks(&c.health),
 	)
 	cl, err := kgo.NewClient(opts...)

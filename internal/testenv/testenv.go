@@ -47,6 +47,7 @@ type Env struct {
 	producer *kgo.Client
 	stop     func()
 	stopOnce sync.Once
+	owner    testing.TB // the test that started the env, which owns its clients
 }
 
 // Stop shuts the node down (streams end, positions are saved); the broker
@@ -72,7 +73,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Cleanup(cluster.Close)
 	}
 	var err error
-	e := &Env{Cluster: cluster, Brokers: cluster.ListenAddrs(), Registry: prometheus.NewRegistry()}
+	e := &Env{owner: t, Cluster: cluster, Brokers: cluster.ListenAddrs(), Registry: prometheus.NewRegistry()}
 
 	kcfg := kafka.DefaultConfig(e.Brokers...)
 	kcfg.Registerer = e.Registry
@@ -166,7 +167,7 @@ func (e *Env) Produce(t testing.TB, recs ...*kgo.Record) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(cl.Close)
+		e.owner.Cleanup(cl.Close)
 		e.producer = cl
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -205,4 +206,23 @@ func (e *Env) Committed(t testing.TB, subscription string) map[string]map[int32]
 		out[o.Topic][o.Partition] = o.At
 	})
 	return out
+}
+
+// CreateTopic creates a topic with the given shard count.
+func (e *Env) CreateTopic(t testing.TB, topic string, partitions int) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).CreateTopic(ctx, int32(partitions), 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("create topic %q: %v", topic, err)
+	}
 }
