@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"net"
 	"net/http"
@@ -75,6 +76,27 @@ func TestCLI_ServeWithEmbeddedBrokerThenPublish(t *testing.T) {
 	for _, l := range lines {
 		assert.Contains(t, l, "\tok\t")
 	}
+
+	out.Reset()
+	err = run(context.Background(), []string{"subscribe", "--addr", grpcAddr, "--subscription", "cli", "--topic", "demo",
+		"--from-beginning", "--max", "3", "--format", "json"}, nil, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	lines = strings.Split(strings.TrimSpace(out.String()), "\n")
+	require.Len(t, lines, 3)
+	var payloads []string
+	for _, l := range lines {
+		var m struct {
+			Payload string `json:"payload"`
+			Key     string `json:"key"`
+			Headers []struct{ Key, Value string }
+		}
+		require.NoError(t, json.Unmarshal([]byte(l), &m), l)
+		assert.Equal(t, "k", m.Key)
+		require.Len(t, m.Headers, 1)
+		assert.Equal(t, "h", m.Headers[0].Key)
+		payloads = append(payloads, m.Payload)
+	}
+	assert.Equal(t, []string{"one", "two", "three"}, payloads, "one key: one shard, in order")
 
 	out.Reset()
 	err = run(context.Background(), []string{"publish", "--addr", grpcAddr, "--topic", "missing", "--message", "x"}, nil, &out, &errOut)
