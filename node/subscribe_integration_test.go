@@ -337,30 +337,48 @@ func TestSubscribe_TwoThenThreeSubscribersFairShardOrderAndInFlightStaysWithHold
 		count[who]++
 	}
 	assert.ElementsMatch(t, []int{3, 3, 2}, slices.Collect(maps.Values(count)), "fair: floor or ceil of 8/3")
-	moved := 0
+	moved := map[string]bool{}
 	for shard, who := range expect {
-		if who == "c" {
-			moved++
-			continue
+		if who != owners[shard][0] {
+			moved[shard] = true
 		}
-		assert.Equal(t, owners[shard][0], who, "shard %s moved between old subscribers", shard)
 	}
-	require.Positive(t, moved)
+	require.NotEmpty(t, moved)
+	for shard := range moved {
+		// Mostly to the newcomer; the ring may also shift a shard between
+		// old subscribers to keep the shares fair.
+		t.Logf("shard %s moves %s -> %s", shard, owners[shard][0], expect[shard])
+	}
+	newOf := func(shard string) []string {
+		return shardsOf(t, subs, before)[shard]
+	}
 
 	produceSpread(t, env, "t", shards, 80, 880)
-	require.Never(t, func() bool { return subs["c"].Count() > 0 }, 500*time.Millisecond, 20*time.Millisecond,
-		"the new holder receives nothing of a shard while the old holder has its messages in flight")
+	// Unmoved shards deliver at once; moved ones wait for their holder.
+	require.Eventually(t, func() bool {
+		for shard, who := range expect {
+			if !moved[shard] && !slices.Equal(newOf(shard), []string{who}) {
+				return false
+			}
+		}
+		return true
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Never(t, func() bool {
+		for shard := range moved {
+			if len(newOf(shard)) > 0 {
+				return true
+			}
+		}
+		return false
+	}, 500*time.Millisecond, 20*time.Millisecond,
+		"the new owner receives nothing of a moved shard while the old holder has its messages in flight")
 	ackEverything()
 	require.Eventually(t, func() bool { return total() == 960 }, 20*time.Second, 10*time.Millisecond)
 	for shard, who := range shardsOf(t, subs, before) {
-		if expect[shard] != "c" {
-			// Unmoved shards: the 10 held and the 10 new, all with their owner.
-			assert.Equal(t, []string{expect[shard]}, who, "shard %s after the join", shard)
-			continue
-		}
-		// Moved shards: their new messages went to c only (the held ones
-		// stayed with the old owner, which had them before the join).
-		assert.Equal(t, []string{"c"}, who, "shard %s after the join", shard)
+		// Everything published after the join went to the ring's owner
+		// (the held messages stayed with the old one, which had them
+		// before the join).
+		assert.Equal(t, []string{expect[shard]}, who, "shard %s after the join", shard)
 	}
 	for _, m := range subs["c"].Messages() {
 		assert.Equal(t, "c", expect[m.GetShard()])
