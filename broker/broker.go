@@ -133,9 +133,15 @@ type Subscriber interface {
 type Consumer interface {
 	// Assign sets the shards this node reads. It returns at once; shards
 	// that arrive start at the saved position (skipping messages acked
-	// before) once the backend has told it, and shards that leave stop
-	// being fetched and have their acked position saved.
+	// before) once the backend has told it. Shards that leave stop being
+	// fetched at once but still take acks for what is in flight, until
+	// Release. A shard assigned again before its Release resumes after the
+	// last acked message (the node dropped what it had not delivered).
 	Assign(shards []ShardID)
+	// Release saves the acked position of shards no longer assigned and
+	// forgets them, retrying until it succeeds or ctx ends. After it
+	// returns nil, another node may read the shards from that position.
+	Release(ctx context.Context, shards []ShardID) error
 	// Poll waits up to about a second for fetched messages, returning at
 	// most max. While the backend fails to fetch, Poll returns an error
 	// wrapping ErrUnavailable (with any messages that did arrive) and the
@@ -148,4 +154,10 @@ type Consumer interface {
 	// consumer. Messages fetched and not acked are fetched again by
 	// whoever reads their shard next.
 	Close(ctx context.Context) error
+}
+
+// BacklogReporter is implemented by backends that can tell how many
+// messages of a shard follow a subscription's saved position.
+type BacklogReporter interface {
+	Backlog(ctx context.Context, subscription string, shards []ShardID) (map[ShardID]int64, error)
 }

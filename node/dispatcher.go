@@ -5,47 +5,73 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/cluster"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 	"github.com/streamgate/streamgate/ring"
 )
 
 // subscription is the per-subscription dispatcher of one node: it owns the
-// backend consumer, the per-shard queues of fetched messages, and the
-// in-flight messages of every session, all in one goroutine (run). Sessions
-// talk to it through events; it talks to them through their outboxes, so it
-// never blocks on a client.
+// backend consumer, the per-shard queues of fetched messages, the in-flight
+// messages of every local session and the node's shard claims, all in one
+// goroutine (run). Sessions talk to it through events; it talks to them
+// through their outboxes, so it never blocks on a client.
+//
+// Cluster: every node computes the same shard -> subscriber assignment from
+// the gossiped subscribers (ring). A node reads a shard only when one of its
+// own sessions owns it and no other node claims it; it claims the shard
+// (gossip) while it reads it or its messages are in flight. A shard that
+// moves away stops being fetched, its undelivered messages are dropped,
+// and once its in-flight messages are settled its acked position is saved
+// (Release) and the claim dropped; only then may the new owner's node claim
+// it and read from the saved position. So one shard is read by one node at
+// a time and its order holds across moves.
 type subscription struct {
 	name    string
 	cfg     Config
 	backend broker.Subscriber
 	metrics *metrics
 	log     *slog.Logger
+	local   *localState
 
-	events chan event     // from sessions
-	stop   chan struct{}  // closed by the registry when no stream uses it
-	done   chan struct{}  // closed when run has returned
-	after  <-chan struct{} // a previous incarnation that must finish first
+	events   chan event      // from sessions and the service
+	stop     chan struct{}   // closed by the registry when no stream uses it
+	done     chan struct{}   // closed when run has returned
+	after    <-chan struct{} // a previous incarnation that must finish first
+	released chan releaseResult
+	quit     chan struct{} // closed when run is leaving: release goroutines give up
 
 	// Owned by run.
-	topics     []string // sorted; fixed while it has sessions
-	spec       broker.SubscriptionSpec
-	shards     []broker.ShardID
-	sessions   map[string]*session
-	owner      map[broker.ShardID]*session // from the ring
-	queues     map[broker.ShardID]*shardQueue
-	consumer   broker.Consumer
-	poll       chan pollResult
-	want       chan struct{} // a token: run wants the poller to poll
-	pollStop   context.CancelFunc
-	pollDone   chan struct{}
-	seq        uint64
-	pollErr    error     // non-nil while the backend cannot be read
-	lastNotice time.Time // of the last UNAVAILABLE notice
+	topics       []string // sorted; fixed while it has sessions
+	spec         broker.SubscriptionSpec
+	shards       []broker.ShardID
+	sessions     map[string]*session
+	remote       remoteState
+	owner        map[broker.ShardID]*session // local owners, from the ring
+	ownerID      map[broker.ShardID]string   // every owner, local or remote
+	queues       map[broker.ShardID]*shardQueue
+	claimed      map[broker.ShardID]bool // claims this node gossips
+	fetching     []broker.ShardID        // what the consumer was last assigned
+	releasing    map[broker.ShardID]bool
+	releases     sync.WaitGroup
+	releaseCtx   context.Context // ends with the consumer: releases give up
+	releaseStop  context.CancelFunc
+	draining     bool
+	consumer     broker.Consumer
+	poll         chan pollResult
+	want         chan struct{} // a token: run wants the poller to poll
+	pollStop     context.CancelFunc
+	pollDone     chan struct{}
+	seq          uint64
+	pollErr      error     // non-nil while the backend cannot be read
+	lastNotice   time.Time // of the last UNAVAILABLE notice
+	buffered     int       // undelivered messages in queues
+	lastAssigned time.Time
 }
 
 // shardQueue holds one shard's fetched, undelivered messages in order, and
@@ -63,7 +89,10 @@ const (
 	evLeave
 	evAck
 	evNack
-	evDrain
+	evView      // the cluster view changed
+	evDrain     // the node is shutting down: settle, then end every stream
+	evDrainNow  // the drain timeout passed: end every stream now
+	evDescribe  // admin: report shard states
 )
 
 type event struct {
@@ -72,7 +101,9 @@ type event struct {
 	ids    []string
 	spec   broker.SubscriptionSpec // join
 	shards []broker.ShardID        // join
+	remote remoteState             // join, view
 	reply  chan error              // join
+	info   chan []shardInfo        // describe
 }
 
 type pollResult struct {
@@ -80,22 +111,40 @@ type pollResult struct {
 	err error
 }
 
-func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, after <-chan struct{}) *subscription {
+type releaseResult struct {
+	shards []broker.ShardID
+	err    error
+}
+
+// shardInfo is what this node knows first-hand about one shard.
+type shardInfo struct {
+	shard    broker.ShardID
+	claimed  bool
+	inFlight int
+}
+
+func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, after <-chan struct{}) *subscription {
 	return &subscription{
-		name:     name,
-		cfg:      cfg,
-		backend:  backend,
-		metrics:  m,
-		log:      log.With("subscription", name),
-		events:   make(chan event, 256),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
-		after:    after,
-		sessions: map[string]*session{},
-		owner:    map[broker.ShardID]*session{},
-		queues:   map[broker.ShardID]*shardQueue{},
-		poll:     make(chan pollResult, 1),
-		want:     make(chan struct{}, 1),
+		name:      name,
+		cfg:       cfg,
+		backend:   backend,
+		metrics:   m,
+		log:       log.With("subscription", name),
+		local:     local,
+		events:    make(chan event, 256),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		after:     after,
+		released:  make(chan releaseResult),
+		quit:      make(chan struct{}),
+		sessions:  map[string]*session{},
+		owner:     map[broker.ShardID]*session{},
+		ownerID:   map[broker.ShardID]string{},
+		queues:    map[broker.ShardID]*shardQueue{},
+		claimed:   map[broker.ShardID]bool{},
+		releasing: map[broker.ShardID]bool{},
+		poll:      make(chan pollResult, 1),
+		want:      make(chan struct{}, 1),
 	}
 }
 
@@ -112,9 +161,9 @@ func (s *subscription) send(ctx context.Context, ev event) bool {
 }
 
 // join adds sess; it fails when the topics differ from the subscription's.
-func (s *subscription) join(ctx context.Context, sess *session, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
+func (s *subscription) join(ctx context.Context, sess *session, spec broker.SubscriptionSpec, shards []broker.ShardID, remote remoteState) error {
 	reply := make(chan error, 1)
-	if !s.send(ctx, event{kind: evJoin, sess: sess, spec: spec, shards: shards, reply: reply}) {
+	if !s.send(ctx, event{kind: evJoin, sess: sess, spec: spec, shards: shards, remote: remote, reply: reply}) {
 		return fmt.Errorf("%w: subscription %q is closing", broker.ErrUnavailable, s.name)
 	}
 	select {
@@ -128,7 +177,7 @@ func (s *subscription) join(ctx context.Context, sess *session, spec broker.Subs
 func (s *subscription) run() {
 	defer close(s.done)
 	if s.after != nil {
-		<-s.after // the previous incarnation's final commit comes first
+		<-s.after // the previous incarnation's final save comes first
 	}
 	tick := time.NewTicker(max(min(s.cfg.AckTimeout/4, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
@@ -138,20 +187,22 @@ func (s *subscription) run() {
 			s.handle(ev)
 		case r := <-s.poll:
 			s.polled(r)
+		case r := <-s.released:
+			s.afterRelease(r)
 		case now := <-tick.C:
 			s.expire(now)
 		case <-s.stop:
 			// No stream uses us any more; apply what they sent last.
-			for {
+			for drained := false; !drained; {
 				select {
 				case ev := <-s.events:
 					s.handle(ev)
-					continue
 				default:
+					drained = true
 				}
-				break
 			}
 			s.closeConsumer()
+			s.local.set(s.name, cluster.SubscriptionState{}, true)
 			return
 		}
 		s.dispatch()
@@ -161,30 +212,58 @@ func (s *subscription) run() {
 func (s *subscription) handle(ev event) {
 	switch ev.kind {
 	case evJoin:
-		ev.reply <- s.add(ev.sess, ev.spec, ev.shards)
+		ev.reply <- s.add(ev.sess, ev.spec, ev.shards, ev.remote)
 	case evLeave:
 		s.remove(ev.sess)
 	case evAck:
 		s.ack(ev.sess, ev.ids)
 	case evNack:
 		s.nack(ev.sess, ev.ids)
+	case evView:
+		s.remote = ev.remote
+		s.resolveConflicts()
+		s.recompute()
 	case evDrain:
+		s.draining = true
+		s.recompute() // stops fetching; our subscribers leave the ring
 		for _, sess := range s.sessions {
-			s.remove(sess)
-			sess.out.notify(notice(codes.Unavailable, true, "node draining, reconnect"))
+			if len(sess.inflight) == 0 {
+				s.end(sess, codes.Unavailable, "node draining, reconnect")
+			}
 		}
+	case evDrainNow:
+		for _, sess := range s.sessions {
+			s.end(sess, codes.Unavailable, "node draining, reconnect")
+		}
+	case evDescribe:
+		ev.info <- s.describe()
 	}
 }
 
-func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
+// end removes sess and tells it why with a terminal notice.
+func (s *subscription) end(sess *session, c codes.Code, msg string) {
+	s.remove(sess)
+	sess.out.notify(notice(c, true, msg))
+}
+
+func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards []broker.ShardID, remote remoteState) error {
+	if s.draining {
+		return fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable)
+	}
 	topics := slices.Clone(spec.Topics)
 	slices.Sort(topics)
 	if len(s.sessions) > 0 && !slices.Equal(topics, s.topics) {
 		return preconditionf("subscription %q reads topics %v; this subscriber asked for %v (every subscriber of a subscription names the same topics)", s.name, s.topics, topics)
 	}
+	for _, r := range remote.subs {
+		if !slices.Equal(sortedCopy(r.Topics), topics) {
+			return preconditionf("subscription %q reads topics %v (subscriber %s on node %s); this subscriber asked for %v (every subscriber of a subscription names the same topics)", s.name, sortedCopy(r.Topics), r.ID, r.Node, topics)
+		}
+	}
 	if len(s.sessions) == 0 {
 		s.topics, s.spec = topics, spec
 	}
+	s.remote = remote
 	s.shards = shards
 	s.sessions[sess.id] = sess
 	s.metrics.subscribers.Inc()
@@ -195,11 +274,33 @@ func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards [
 			return err
 		}
 	}
-	s.rebalance()
+	s.recompute()
 	if s.pollErr != nil {
 		sess.out.notify(notice(codes.Unavailable, false, "backend unavailable: "+s.pollErr.Error()))
 	}
 	return nil
+}
+
+func sortedCopy(in []string) []string {
+	out := slices.Clone(in)
+	slices.Sort(out)
+	return out
+}
+
+// resolveConflicts ends local sessions whose topics differ from a remote
+// subscriber that opened earlier: two nodes may accept conflicting opens
+// before gossip tells them of each other; the later one loses.
+func (s *subscription) resolveConflicts() {
+	for _, sess := range s.sessions {
+		for _, r := range s.remote.subs {
+			if !slices.Equal(sortedCopy(r.Topics), s.topics) && r.OpenedAt.Before(sess.openedAt) {
+				s.end(sess, codes.FailedPrecondition, fmt.Sprintf(
+					"subscription %q reads topics %v (subscriber %s on node %s, opened first); this subscriber asked for %v",
+					s.name, sortedCopy(r.Topics), r.ID, r.Node, s.topics))
+				break
+			}
+		}
+	}
 }
 
 // remove takes sess out: its in-flight messages go back to the front of
@@ -216,7 +317,7 @@ func (s *subscription) remove(sess *session) {
 		s.closeConsumer()
 		return
 	}
-	s.rebalance()
+	s.recompute()
 }
 
 func mapValues(m map[string]*message) []*message {
@@ -228,7 +329,9 @@ func mapValues(m map[string]*message) []*message {
 }
 
 // handBack returns in-flight messages of sess to their shard queues, in
-// fetch order and ahead of anything newer.
+// fetch order and ahead of anything newer. Messages of shards this node no
+// longer reads are dropped instead: their position is not saved past them,
+// so the shard's next reader fetches them again.
 func (s *subscription) handBack(sess *session, msgs []*message) {
 	byShard := map[broker.ShardID][]*message{}
 	for _, m := range msgs {
@@ -240,8 +343,13 @@ func (s *subscription) handBack(sess *session, msgs []*message) {
 	for id, ms := range byShard {
 		q := s.queue(id)
 		q.release(len(ms))
+		if !s.readsLocally(id) {
+			s.maybeRelease(id)
+			continue
+		}
 		slices.SortFunc(ms, func(a, b *message) int { return cmpSeq(a.seq, b.seq) })
 		q.pending = mergeBySeq(ms, q.pending)
+		s.addBuffered(len(ms))
 	}
 }
 
@@ -283,13 +391,26 @@ func (s *subscription) queue(id broker.ShardID) *shardQueue {
 	return q
 }
 
-// rebalance recomputes shard -> session from the ring. Messages in flight
-// stay with their holder: a shard's new owner gets nothing of it until the
-// holder has acked them or left (dispatch checks the holder).
-func (s *subscription) rebalance() {
-	ids := make([]string, 0, len(s.sessions))
-	for id := range s.sessions {
-		ids = append(ids, id)
+// readsLocally says whether this node delivers shard id now: a local
+// session owns it and the node claims it.
+func (s *subscription) readsLocally(id broker.ShardID) bool {
+	return s.owner[id] != nil && s.claimed[id] && !s.releasing[id]
+}
+
+// recompute derives the assignment from the ring over every subscriber
+// (local and remote), then claims, fetches and releases shards to match.
+// Messages in flight stay with their holder: a shard's new owner gets
+// nothing of it until the holder has acked them or left (dispatch checks
+// the holder; another node waits for the claim to go).
+func (s *subscription) recompute() {
+	ids := make([]string, 0, len(s.sessions)+len(s.remote.subs))
+	if !s.draining {
+		for id := range s.sessions {
+			ids = append(ids, id)
+		}
+	}
+	for _, r := range s.remote.subs {
+		ids = append(ids, r.ID)
 	}
 	names := make([]string, len(s.shards))
 	byName := make(map[string]broker.ShardID, len(s.shards))
@@ -298,13 +419,127 @@ func (s *subscription) rebalance() {
 		byName[names[i]] = sh
 	}
 	owner := make(map[broker.ShardID]*session, len(s.shards))
-	for name, sid := range ring.Assign(ids, names) {
-		owner[byName[name]] = s.sessions[sid]
+	ownerID := make(map[broker.ShardID]string, len(s.shards))
+	changed := 0
+	for name, id := range ring.Assign(ids, names) {
+		sh := byName[name]
+		ownerID[sh] = id
+		if s.ownerID[sh] != id {
+			changed++
+		}
+		if sess := s.sessions[id]; sess != nil && !s.draining {
+			owner[sh] = sess
+		}
 	}
-	s.owner = owner
-	if s.consumer != nil {
-		s.consumer.Assign(s.shards) // one node: it reads every shard
+	if changed > 0 {
+		s.metrics.assignmentChanges.Add(float64(changed))
 	}
+	s.owner, s.ownerID = owner, ownerID
+	if s.consumer == nil {
+		s.publish()
+		return
+	}
+
+	var fetch []broker.ShardID
+	for _, sh := range s.shards {
+		switch {
+		case owner[sh] != nil:
+			if s.releasing[sh] {
+				continue // claimed again once the release is done
+			}
+			if !s.claimed[sh] {
+				if node := s.remote.claims[shardName(sh)]; node != "" || s.remote.unsynced {
+					continue // the previous reader has not let go yet, or may not have
+				}
+				s.claimed[sh] = true
+				s.metrics.shardsClaimed.Inc()
+			}
+			fetch = append(fetch, sh)
+		case s.claimed[sh]:
+			// Moved away: stop fetching, drop what was not delivered,
+			// let go once nothing is in flight.
+			if q := s.queues[sh]; q != nil {
+				s.addBuffered(-len(q.pending))
+				clear(q.pending)
+				q.pending = nil
+			}
+			s.maybeRelease(sh)
+		}
+	}
+	if !slices.Equal(fetch, s.fetching) {
+		s.fetching = fetch
+		s.consumer.Assign(fetch)
+	}
+	s.publish()
+}
+
+// publish gossips this node's subscribers and claims of the subscription.
+func (s *subscription) publish() {
+	var st cluster.SubscriptionState
+	if !s.draining {
+		for _, sess := range s.sessions {
+			st.Subscribers = append(st.Subscribers, cluster.SubscriberInfo{ID: sess.id, Topics: s.topics, OpenedAt: sess.openedAt})
+		}
+		slices.SortFunc(st.Subscribers, func(a, b cluster.SubscriberInfo) int { return cmpString(a.ID, b.ID) })
+	}
+	for sh := range s.claimed {
+		st.Claims = append(st.Claims, shardName(sh))
+	}
+	slices.Sort(st.Claims)
+	s.local.set(s.name, st, false)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// maybeRelease saves the position of a claimed shard this node no longer
+// reads and drops the claim, once no message of it is in flight.
+func (s *subscription) maybeRelease(sh broker.ShardID) {
+	if !s.claimed[sh] || s.releasing[sh] || s.owner[sh] != nil && !s.draining {
+		return
+	}
+	if q := s.queues[sh]; q != nil && q.held > 0 {
+		return
+	}
+	if s.consumer == nil {
+		return
+	}
+	s.releasing[sh] = true
+	c, ctx, quit := s.consumer, s.releaseCtx, s.quit
+	s.releases.Add(1)
+	go func() {
+		defer s.releases.Done()
+		start := time.Now()
+		err := c.Release(ctx, []broker.ShardID{sh})
+		if err == nil {
+			s.metrics.handoffSeconds.Observe(time.Since(start).Seconds())
+		}
+		select {
+		case s.released <- releaseResult{shards: []broker.ShardID{sh}, err: err}:
+		case <-quit:
+		}
+	}()
+}
+
+func (s *subscription) afterRelease(r releaseResult) {
+	for _, sh := range r.shards {
+		delete(s.releasing, sh)
+		if r.err != nil {
+			s.log.Warn("saving the position of a shard that moved away failed; retrying", "shard", shardName(sh), "err", r.err)
+			continue
+		}
+		delete(s.claimed, sh)
+		delete(s.queues, sh)
+		s.metrics.shardsClaimed.Dec()
+	}
+	s.recompute() // publishes the dropped claims; may claim again
 }
 
 func (s *subscription) openConsumer() error {
@@ -315,6 +550,8 @@ func (s *subscription) openConsumer() error {
 		return err
 	}
 	s.consumer = c
+	s.fetching = nil
+	s.releaseCtx, s.releaseStop = context.WithCancel(context.Background())
 	s.metrics.consumers.Inc()
 	pctx, stop := context.WithCancel(context.Background())
 	s.pollStop, s.pollDone = stop, make(chan struct{})
@@ -347,8 +584,9 @@ func (s *subscription) pollLoop(ctx context.Context, c broker.Consumer, done cha
 	}
 }
 
-// closeConsumer stops fetching, saves the acked position and drops every
-// buffered message: with no subscribers the node holds nothing.
+// closeConsumer stops fetching, saves the acked position, drops every
+// buffered message and every claim: with no subscribers the node holds
+// nothing.
 func (s *subscription) closeConsumer() {
 	if s.consumer == nil {
 		return
@@ -359,6 +597,12 @@ func (s *subscription) closeConsumer() {
 	case <-s.poll: // a result the loop handed over before it stopped
 	default:
 	}
+	// The final save below covers what pending releases were saving.
+	s.releaseStop()
+	close(s.quit)
+	s.releases.Wait()
+	s.quit = make(chan struct{})
+	clear(s.releasing)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := s.consumer.Close(ctx); err != nil {
@@ -370,8 +614,13 @@ func (s *subscription) closeConsumer() {
 	default:
 	}
 	s.metrics.consumers.Dec()
+	s.metrics.shardsClaimed.Sub(float64(len(s.claimed)))
+	clear(s.claimed)
+	s.fetching = nil
 	s.queues = map[broker.ShardID]*shardQueue{}
+	s.addBuffered(-s.buffered)
 	s.pollErr = nil
+	s.publish()
 }
 
 func (s *subscription) polled(r pollResult) {
@@ -379,10 +628,17 @@ func (s *subscription) polled(r pollResult) {
 		return // a late result from a closed consumer
 	}
 	for i := range r.ds {
-		s.seq++
 		d := r.ds[i]
 		q := s.queue(d.Shard)
+		if !s.readsLocally(d.Shard) {
+			continue // moved away since the fetch; fetched again by its next reader
+		}
+		if q.holder != nil && q.holder.inflight[d.ID] != nil {
+			continue // fetched again while its earlier delivery is in flight
+		}
+		s.seq++
 		q.pending = append(q.pending, &message{d: d, seq: s.seq})
+		s.addBuffered(1)
 	}
 	now := time.Now()
 	switch {
@@ -400,6 +656,12 @@ func (s *subscription) polled(r pollResult) {
 		s.log.Info("backend available again")
 		s.broadcast(notice(codes.OK, false, "backend available again; delivery resumed"))
 	}
+}
+
+// addBuffered counts undelivered messages in the queues.
+func (s *subscription) addBuffered(n int) {
+	s.buffered += n
+	s.metrics.buffered.Add(float64(n))
 }
 
 func (s *subscription) broadcast(n *pb.Notice) {
@@ -420,12 +682,19 @@ func (s *subscription) ack(sess *session, ids []string) {
 			continue
 		}
 		delete(sess.inflight, id)
-		s.queue(m.d.Shard).release(1)
+		q := s.queue(m.d.Shard)
+		q.release(1)
+		if q.held == 0 && !s.readsLocally(m.d.Shard) {
+			defer s.maybeRelease(m.d.Shard) // after the ack reaches the consumer
+		}
 		acked = append(acked, id)
 	}
 	if len(acked) > 0 {
 		s.consumer.Ack(acked...)
 		s.metrics.acks.Add(float64(len(acked)))
+	}
+	if s.draining && len(sess.inflight) == 0 {
+		s.end(sess, codes.Unavailable, "node draining, reconnect")
 	}
 }
 
@@ -458,16 +727,15 @@ func (s *subscription) expire(now time.Time) {
 		}
 		s.log.Info("subscriber timed out", "subscriber", sess.id, "late", late)
 		s.metrics.timeouts.Inc()
-		s.remove(sess)
-		sess.out.notify(notice(codes.DeadlineExceeded, true, fmt.Sprintf(
-			"%d message(s) held un-acked for longer than the ack timeout of %s; they go to another subscriber", late, s.cfg.AckTimeout)))
+		s.end(sess, codes.DeadlineExceeded, fmt.Sprintf(
+			"%d message(s) held un-acked for longer than the ack timeout of %s; they go to another subscriber", late, s.cfg.AckTimeout))
 	}
 }
 
 // dispatch hands queued messages to the shards' owners, within their
 // limits; a shard whose messages are in flight with another session waits.
 func (s *subscription) dispatch() {
-	if len(s.sessions) == 0 {
+	if len(s.sessions) == 0 || s.draining {
 		return
 	}
 	now := time.Now()
@@ -495,6 +763,7 @@ func (s *subscription) dispatch() {
 		q.pending = q.pending[n:]
 		q.holder = owner
 		q.held += n
+		s.addBuffered(-n)
 	}
 	for sess, msgs := range out {
 		sess.out.push(msgs)
@@ -508,7 +777,7 @@ func (s *subscription) dispatch() {
 // hungry says whether a subscriber could take more than is queued for it,
 // or the backend is failing (polls tell when it recovers).
 func (s *subscription) hungry() bool {
-	if s.consumer == nil {
+	if s.consumer == nil || len(s.fetching) == 0 {
 		return false
 	}
 	if s.pollErr != nil {
@@ -526,4 +795,19 @@ func (s *subscription) hungry() bool {
 		}
 	}
 	return false
+}
+
+// describe reports the shards this node claims or has in flight.
+func (s *subscription) describe() []shardInfo {
+	var out []shardInfo
+	for _, sh := range s.shards {
+		info := shardInfo{shard: sh, claimed: s.claimed[sh]}
+		if q := s.queues[sh]; q != nil {
+			info.inFlight = q.held
+		}
+		if info.claimed || info.inFlight > 0 {
+			out = append(out, info)
+		}
+	}
+	return out
 }

@@ -15,6 +15,10 @@ type metrics struct {
 	unknownAcks          prometheus.Counter
 	redeliveries         prometheus.Counter
 	timeouts             prometheus.Counter
+	buffered             prometheus.Gauge
+	assignmentChanges    prometheus.Counter
+	shardsClaimed        prometheus.Gauge
+	handoffSeconds       prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,10 +59,28 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "streamgate_subscribe_ack_timeouts_total",
 			Help: "Subscribers disconnected for holding a message past the ack timeout.",
 		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamgate_subscribe_buffered_messages",
+			Help: "Fetched messages waiting for delivery on this node.",
+		}),
+		assignmentChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamgate_cluster_assignment_changes_total",
+			Help: "Shards whose owning subscriber changed, as seen by this node.",
+		}),
+		shardsClaimed: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "streamgate_cluster_shards_claimed",
+			Help: "Shards this node claims (reads, or holds in flight).",
+		}),
+		handoffSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "streamgate_cluster_handoff_seconds",
+			Help:    "Time to save a moved shard's position before letting another node read it.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.publishResults, m.publishBufferedBytes, m.subscribers, m.consumers,
-			m.delivered, m.acks, m.unknownAcks, m.redeliveries, m.timeouts)
+			m.delivered, m.acks, m.unknownAcks, m.redeliveries, m.timeouts,
+			m.buffered, m.assignmentChanges, m.shardsClaimed, m.handoffSeconds)
 	}
 	return m
 }

@@ -40,17 +40,31 @@ type Server struct {
 	http    *http.Server
 	publish *publishService
 	sub     *subscribeService
+	members Membership
+	stopBg  context.CancelFunc
+	bg      sync.WaitGroup // background goroutines: the cluster watcher
 
 	mu       sync.Mutex // guards draining
 	draining bool
 }
 
-// NewServer builds a node. reg may be nil (a private registry is made);
-// log may be nil (discarded).
-func NewServer(cfg Config, backend Backend, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+// Options are a node's optional parts.
+type Options struct {
+	// Registry receives the node's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+	// Logger; nil discards.
+	Logger *slog.Logger
+	// Cluster, when set, makes the node one member of a cluster; nil is a
+	// cluster of one.
+	Cluster Membership
+}
+
+// NewServer builds a node.
+func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	reg, log := opts.Registry, opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -69,8 +83,10 @@ func NewServer(cfg Config, backend Backend, reg *prometheus.Registry, log *slog.
 	m := newMetrics(reg)
 	s.publish = newPublishService(cfg, backend, m, log)
 	pb.RegisterPublisherServer(s.grpc, s.publish)
-	s.sub = newSubscribeService(cfg, backend, m, log)
+	s.members = opts.Cluster
+	s.sub = newSubscribeService(cfg, backend, m, log, opts.Cluster)
 	pb.RegisterSubscriberServer(s.grpc, s.sub)
+	pb.RegisterAdminServer(s.grpc, &adminService{cfg: cfg, backend: backend, subs: s.sub, members: opts.Cluster})
 	s.health.SetServingStatus(pb.Subscriber_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -84,6 +100,14 @@ func NewServer(cfg Config, backend Backend, reg *prometheus.Registry, log *slog.
 	})
 	mux.HandleFunc("/readyz", s.serveReady)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	bgCtx, stop := context.WithCancel(context.Background())
+	s.stopBg = stop
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.sub.watchCluster(bgCtx)
+	}()
 	return s, nil
 }
 
@@ -136,15 +160,24 @@ func (s *Server) Serve(grpcLis, httpLis net.Listener) error {
 	return err
 }
 
-// Shutdown stops the node in order: health NOT_SERVING, subscribers get
-// the terminal "node draining" notice, no new streams, open publish streams
-// finish (until ctx ends, then they are cut), HTTP last.
+// Shutdown stops the node in order: health NOT_SERVING and readiness
+// false; subscribers settle their in-flight messages and get the terminal
+// "node draining" notice (until ctx ends, then at once); positions are saved
+// and claims dropped; the node leaves the cluster; open publish streams
+// finish (they too are cut when ctx ends); HTTP last.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.draining = true
 	s.mu.Unlock()
 	s.health.Shutdown()
 	s.sub.drain(ctx)
+	s.stopBg()
+	s.bg.Wait()
+	if s.members != nil {
+		if err := s.members.Leave(5 * time.Second); err != nil {
+			s.log.Warn("leaving the cluster", "err", err)
+		}
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -156,10 +189,22 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.grpc.Stop()
 		<-done
 	}
-	s.sub.wait(ctx)
 	hctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = s.http.Shutdown(hctx)
+}
+
+// Kill stops the node as a crash would, for tests: no drain, no saved
+// positions beyond the last periodic save, no goodbye to the cluster. The
+// backend's clients are the caller's to close.
+func (s *Server) Kill() {
+	s.stopBg()
+	s.bg.Wait()
+	s.grpc.Stop()
+	_ = s.http.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.sub.wait(ctx)
 }
 
 // GRPC exposes the gRPC server, for tests that serve it themselves.

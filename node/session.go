@@ -24,8 +24,9 @@ const maxMessagesPerBatch = 500
 // subscription's dispatcher goroutine; its outbox is shared with the
 // stream's writer goroutine.
 type session struct {
-	id  string
-	max int // un-acked messages it may hold
+	id       string
+	max      int // un-acked messages it may hold
+	openedAt time.Time
 
 	// Owned by the dispatcher goroutine.
 	inflight map[string]*message
@@ -40,6 +41,7 @@ func newSession(max int) *session {
 	return &session{
 		id:       hex.EncodeToString(b[:]),
 		max:      max,
+		openedAt: time.Now(),
 		inflight: map[string]*message{},
 		out:      outbox{signal: make(chan struct{}, 1)},
 	}

@@ -26,6 +26,11 @@ func invalidf(format string, args ...any) error {
 	return &codedError{code: codes.InvalidArgument, msg: fmt.Sprintf(format, args...)}
 }
 
+// notFoundf builds a NOT_FOUND error.
+func notFoundf(format string, args ...any) error {
+	return &codedError{code: codes.NotFound, msg: fmt.Sprintf(format, args...)}
+}
+
 // preconditionf builds a FAILED_PRECONDITION error.
 func preconditionf(format string, args ...any) error {
 	return &codedError{code: codes.FailedPrecondition, msg: fmt.Sprintf(format, args...)}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/cluster"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
@@ -26,6 +27,8 @@ type subscribeService struct {
 	backend broker.Subscriber
 	metrics *metrics
 	log     *slog.Logger
+	members Membership // nil: a cluster of one
+	local   *localState
 
 	running  sync.WaitGroup // subscription goroutines
 	mu       sync.Mutex     // guards draining, subs and stopping
@@ -40,25 +43,81 @@ type subRef struct {
 	refs int
 }
 
-func newSubscribeService(cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger) *subscribeService {
-	return &subscribeService{cfg: cfg, backend: backend, metrics: m, log: log,
-		subs: map[string]*subRef{}, stopping: map[string]*subscription{}}
+func newSubscribeService(cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, members Membership) *subscribeService {
+	return &subscribeService{cfg: cfg, backend: backend, metrics: m, log: log, members: members,
+		local: &localState{m: members, subs: map[string]cluster.SubscriptionState{}},
+		subs:  map[string]*subRef{}, stopping: map[string]*subscription{}}
 }
 
-// drain ends every stream with a terminal UNAVAILABLE notice and refuses
-// new ones; in-flight messages are not acked and go to whoever reads their
-// shard next.
-func (s *subscribeService) drain(ctx context.Context) {
+// watchCluster hands every change of the cluster view to the local
+// subscriptions, until ctx ends. It runs on a goroutine of the server's.
+func (s *subscribeService) watchCluster(ctx context.Context) {
+	if s.members == nil {
+		return
+	}
+	for {
+		select {
+		case <-s.members.Changes():
+		case <-ctx.Done():
+			return
+		}
+		view := s.members.View()
+		for _, sub := range s.open() {
+			sub.send(ctx, event{kind: evView, remote: remoteOf(view, sub.name)})
+		}
+	}
+}
+
+// open lists the subscriptions with streams on this node.
+func (s *subscribeService) open() []*subscription {
 	s.mu.Lock()
-	s.draining = true
+	defer s.mu.Unlock()
 	subs := make([]*subscription, 0, len(s.subs))
 	for _, r := range s.subs {
 		subs = append(subs, r.sub)
 	}
-	s.mu.Unlock()
-	for _, sub := range subs {
-		sub.send(ctx, event{kind: evDrain})
+	return subs
+}
+
+// remote is what the rest of the cluster says about a subscription now.
+func (s *subscribeService) remote(name string) remoteState {
+	if s.members == nil {
+		return remoteState{claims: map[string]string{}}
 	}
+	return remoteOf(s.members.View(), name)
+}
+
+// drain refuses new streams and ends every open one with the terminal
+// UNAVAILABLE "node draining" notice once its in-flight messages are
+// settled (acked, or handed back at the timeout); meanwhile the node stops
+// fetching and hands its shards over. When ctx ends, the streams still
+// open end at once and their un-acked messages go to the shards' next
+// readers. drain returns when every subscription has saved its position.
+func (s *subscribeService) drain(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	if s.members != nil {
+		s.members.SetDraining(true)
+	}
+	bg := context.Background()
+	for _, sub := range s.open() {
+		sub.send(bg, event{kind: evDrain})
+	}
+	done := make(chan struct{})
+	go func() {
+		s.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	for _, sub := range s.open() {
+		sub.send(bg, event{kind: evDrainNow})
+	}
+	<-done
 }
 
 // wait waits until every subscription has stopped and saved its position,
@@ -89,7 +148,7 @@ func (s *subscribeService) acquire(name string) *subscription {
 		if old := s.stopping[name]; old != nil {
 			after = old.done
 		}
-		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, after)
+		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, after)
 		r = &subRef{sub: sub}
 		s.subs[name] = r
 		s.running.Add(1)
@@ -157,7 +216,7 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 		return grpcError(fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable))
 	}
 	defer s.release(sub)
-	if err := sub.join(ctx, sess, spec, shards); err != nil {
+	if err := sub.join(ctx, sess, spec, shards, s.remote(spec.Name)); err != nil {
 		return grpcError(err)
 	}
 	leave := func() { sub.send(context.Background(), event{kind: evLeave, sess: sess}) }

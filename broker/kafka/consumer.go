@@ -84,6 +84,9 @@ func (b *Broker) Consume(_ context.Context, spec broker.SubscriptionSpec) (broke
 	}
 	c.cl = cl
 	c.adm = kadm.NewClient(cl)
+	b.mu.Lock()
+	b.consumers[c] = true
+	b.mu.Unlock()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
 	c.wg.Add(1)
@@ -113,7 +116,7 @@ const (
 	phaseFetching                  // being fetched
 	phasePaused                    // too much uncommitted: paused at the broker
 	phaseFailed                    // fetch failed: removed, re-subscribed at retryAt
-	phaseStopped                   // no longer wanted: removed, forgotten after its commit
+	phaseStopped                   // no longer fetched: still takes acks until Release
 )
 
 type partState struct {
@@ -121,7 +124,8 @@ type partState struct {
 	tr      *tracker // nil while loading
 	unsaved bool     // the start position was chosen here and is not committed yet
 	retryAt time.Time
-	fails   int // consecutive fetch failures, for backoff
+	fails   int  // consecutive fetch failures, for backoff
+	release bool // Release asked for it: commit it and forget it
 }
 
 // consumer implements broker.Consumer.
@@ -146,6 +150,7 @@ type consumer struct {
 	closed   bool
 	failures int // consecutive commit failures
 
+	commitMu  sync.Mutex    // one commit at a time
 	kick      chan struct{} // the wanted set changed or a retry is due
 	commitNow chan struct{}
 	cancel    context.CancelFunc
@@ -303,6 +308,42 @@ func (c *consumer) Ack(ids ...string) {
 	}
 }
 
+// Release implements broker.Consumer.
+func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
+	c.mu.Lock()
+	n := 0
+	for _, s := range shards {
+		k := tp{s.Topic, s.Index}
+		ps := c.parts[k]
+		switch {
+		case ps == nil:
+		case c.want[k]:
+			c.mu.Unlock()
+			return fmt.Errorf("kafka: release %s/%d: it is assigned again", k.topic, k.partition)
+		case ps.tr == nil: // never loaded: nothing to save
+			delete(c.parts, k)
+		default:
+			ps.release = true
+			n++
+		}
+	}
+	c.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	for attempt := 1; ; attempt++ {
+		err := c.commit(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka: release: %w", err)
+		case <-time.After(backoff(attempt)):
+		}
+	}
+}
+
 // Close implements broker.Consumer.
 func (c *consumer) Close(ctx context.Context) error {
 	c.mu.Lock()
@@ -314,8 +355,16 @@ func (c *consumer) Close(ctx context.Context) error {
 	c.mu.Unlock()
 	c.cancel()
 	c.wg.Wait()
-	defer c.cl.Close()
+	defer func() {
+		c.b.mu.Lock()
+		delete(c.b.consumers, c)
+		c.b.mu.Unlock()
+		c.cl.Close()
+	}()
 	for {
+		if c.b.isAborted() {
+			return nil
+		}
 		err := c.commit(ctx)
 		if err == nil {
 			return nil
@@ -431,10 +480,9 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 	c.mu.Unlock()
 
 	if len(remove) > 0 {
+		// Acks for what is in flight still count; Release saves the
+		// position and forgets the partition.
 		c.cl.RemoveConsumePartitions(remove)
-		// Their acked positions are committed by the next commit, and
-		// they are forgotten after it.
-		signal(c.commitNow)
 	}
 	if len(add) > 0 {
 		c.cl.AddConsumePartitions(add)
@@ -572,11 +620,13 @@ func (c *consumer) commit(ctx context.Context) error {
 		at   int64
 		acks int
 	}
+	c.commitMu.Lock()
+	defer c.commitMu.Unlock()
 	offsets := kadm.Offsets{}
 	snap := map[tp]pending{}
 	c.mu.Lock()
 	for k, ps := range c.parts {
-		if ps.tr == nil || !(ps.unsaved || ps.tr.dirty() || ps.phase == phaseStopped) {
+		if ps.tr == nil || !(ps.unsaved || ps.tr.dirty() || ps.release) {
 			continue
 		}
 		at, above := ps.tr.commitPoint()
@@ -611,7 +661,7 @@ func (c *consumer) commit(ctx context.Context) error {
 		ps.tr.committedAt(p.at, p.acks)
 		ps.unsaved = false
 		total += p.acks
-		if ps.phase == phaseStopped {
+		if ps.phase == phaseStopped && ps.release {
 			delete(c.parts, k)
 			continue
 		}
@@ -668,4 +718,46 @@ func (h *healthHook) err() error {
 		return fmt.Errorf("connecting to the broker: %w", *h.failErr.Load())
 	}
 	return nil
+}
+
+var _ broker.BacklogReporter = (*Broker)(nil)
+
+// Backlog implements broker.BacklogReporter: end offset minus committed
+// offset (or the log start when nothing is committed).
+func (b *Broker) Backlog(ctx context.Context, subscription string, shards []broker.ShardID) (map[broker.ShardID]int64, error) {
+	adm := kadm.NewClient(b.producer)
+	var topics []string
+	for _, s := range shards {
+		if !slices.Contains(topics, s.Topic) {
+			topics = append(topics, s.Topic)
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, topics...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	starts, err := adm.ListStartOffsets(ctx, topics...)
+	if err != nil {
+		return nil, translate(err)
+	}
+	committed, err := adm.FetchOffsetsForTopics(ctx, b.cfg.GroupPrefix+subscription, topics...)
+	if err != nil && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, translate(err)
+	}
+	out := make(map[broker.ShardID]int64, len(shards))
+	for _, s := range shards {
+		end, ok := ends.Lookup(s.Topic, s.Index)
+		if !ok || end.Err != nil {
+			continue
+		}
+		from := int64(0)
+		if st, ok := starts.Lookup(s.Topic, s.Index); ok && st.Err == nil {
+			from = st.Offset
+		}
+		if c, ok := committed.Lookup(s.Topic, s.Index); ok && c.Err == nil && c.At >= 0 {
+			from = c.At
+		}
+		out[s] = max(end.Offset-from, 0)
+	}
+	return out, nil
 }

@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
@@ -21,6 +22,10 @@ type Broker struct {
 	cfg      Config
 	producer *kgo.Client
 	metrics  *kprom.Metrics
+
+	mu        sync.Mutex // guards consumers and aborted
+	consumers map[*consumer]bool
+	aborted   bool
 }
 
 // New connects lazily: it fails only on a bad configuration, and brokers
@@ -29,7 +34,7 @@ func New(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	b := &Broker{cfg: cfg}
+	b := &Broker{cfg: cfg, consumers: map[*consumer]bool{}}
 	if cfg.Registerer != nil {
 		b.metrics = kprom.NewMetrics("streamgate_kafka", kprom.Registerer(cfg.Registerer))
 	}
@@ -100,6 +105,28 @@ func (b *Broker) Ping(ctx context.Context) error {
 // Close flushes nothing: unconfirmed messages fail with ErrClosed.
 func (b *Broker) Close() {
 	b.producer.Close()
+}
+
+// Abort closes every client at once, saving nothing: what a crash does.
+// For tests of failure handling.
+func (b *Broker) Abort() {
+	b.mu.Lock()
+	b.aborted = true
+	cs := make([]*consumer, 0, len(b.consumers))
+	for c := range b.consumers {
+		cs = append(cs, c)
+	}
+	b.mu.Unlock()
+	for _, c := range cs {
+		c.cl.Close()
+	}
+	b.producer.Close()
+}
+
+func (b *Broker) isAborted() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.aborted
 }
 
 // Flush waits until every message handed to Publish is confirmed or failed.

@@ -4,6 +4,7 @@
 //	streamgate devbroker [flags]  run the in-memory Kafka-protocol broker alone
 //	streamgate publish [flags]    publish messages from flags or stdin lines
 //	streamgate subscribe [flags]  print a subscription's messages and ack them
+//	streamgate status [flags]     print the cluster's members and assignments
 //
 // Every flag of serve and devbroker can also be set by an environment
 // variable: the flag name upper-cased, dashes to underscores, prefixed
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runPublish(ctx, args, stdin, stdout, stderr)
 	case "subscribe":
 		return runSubscribe(ctx, args, stdout, stderr)
+	case "status":
+		return runStatus(ctx, args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -74,6 +77,7 @@ subcommands:
   devbroker   run the in-memory Kafka-protocol broker alone
   publish     publish messages from flags or stdin lines
   subscribe   print a subscription's messages and ack them
+  status      print the cluster's members and subscriptions' assignments
 
 'streamgate <subcommand> -h' lists a subcommand's flags.
 `

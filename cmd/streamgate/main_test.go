@@ -55,7 +55,7 @@ func TestCLI_ServeWithEmbeddedBrokerThenPublish(t *testing.T) {
 	var serveLog bytes.Buffer
 	served := make(chan error, 1)
 	go func() {
-		served <- run(ctx, []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--embedded-topics", "demo", "--embedded-addr", freeAddr(t), "--log-format", "json"},
+		served <- run(ctx, []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--embedded-topics", "demo", "--embedded-addr", freeAddr(t), "--gossip-addr", "127.0.0.1:0", "--log-format", "json"},
 			nil, &bytes.Buffer{}, &syncWriter{w: &serveLog})
 	}()
 	require.Eventually(t, func() bool {

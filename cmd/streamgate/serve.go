@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/streamgate/streamgate/broker/kafka"
+	"github.com/streamgate/streamgate/cluster"
 	"github.com/streamgate/streamgate/internal/devbroker"
 	"github.com/streamgate/streamgate/node"
 )
@@ -27,7 +32,13 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		logLevel           = "info"
 		embeddedPartitions = 8
 		embeddedAddr       = "127.0.0.1:9092"
-		shutdownTimeout    = 30 * time.Second
+		drainTimeout       = 30 * time.Second
+		gossipAddr         = ":7946"
+		advertiseAddr      string
+		advertiseGRPC      string
+		join               listFlag
+		gossipKey          string
+		ccfg               = cluster.DefaultConfig()
 	)
 	fs := newFlagSet("serve", stderr)
 	fs.Var(&brokers, "brokers", "comma-separated Kafka bootstrap addresses (empty: start an embedded in-memory broker)")
@@ -48,7 +59,17 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.Var(&embeddedTopics, "embedded-topics", "topics the embedded broker creates at start (only without --brokers)")
 	fs.StringVar(&embeddedAddr, "embedded-addr", embeddedAddr, "listen address of the embedded broker, for other Kafka clients such as kcat (only without --brokers)")
 	fs.IntVar(&embeddedPartitions, "embedded-partitions", embeddedPartitions, "shards per topic of the embedded broker")
-	fs.DurationVar(&shutdownTimeout, "shutdown-timeout", shutdownTimeout, "how long open streams may take to finish on SIGTERM")
+	fs.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long subscribers may take to ack what they hold before their streams end")
+	fs.StringVar(&gossipAddr, "gossip-addr", gossipAddr, "memberlist bind address (empty: no cluster, a node of its own)")
+	fs.StringVar(&advertiseAddr, "advertise-addr", "", "host[:port] other nodes use to reach this one's gossip (default: derived from the bind address)")
+	fs.StringVar(&advertiseGRPC, "advertise-grpc-addr", "", "host:port other nodes use to reach this one's gRPC API (default: the gossip advertise host with the --grpc-addr port)")
+	fs.Var(&join, "join", "comma-separated seed nodes' gossip addresses (host names allowed); retried until one answers")
+	fs.StringVar(&gossipKey, "gossip-key", "", "base64 gossip encryption key of 16, 24 or 32 bytes; every node needs the same")
+	fs.DurationVar(&ccfg.ProbeInterval, "gossip-probe-interval", ccfg.ProbeInterval, "how often a node probes a random peer (failure detection)")
+	fs.DurationVar(&ccfg.ProbeTimeout, "gossip-probe-timeout", ccfg.ProbeTimeout, "how long a probe waits for an answer")
+	fs.IntVar(&ccfg.SuspicionMult, "gossip-suspicion-mult", ccfg.SuspicionMult, "a suspected node is declared dead after this many probe intervals (scaled by cluster size)")
+	fs.DurationVar(&ccfg.GossipInterval, "gossip-interval", ccfg.GossipInterval, "how often gossip messages are sent")
+	fs.DurationVar(&ccfg.PushPullInterval, "gossip-push-pull-interval", ccfg.PushPullInterval, "how often full state is exchanged with a random peer (anti-entropy)")
 	if err := parseFlags(fs, args, osLookupEnv); err != nil {
 		return err
 	}
@@ -84,13 +105,29 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer backend.Close()
 
-	srv, err := node.NewServer(ncfg, backend, reg, log)
-	if err != nil {
-		return err
-	}
 	grpcLis, err := net.Listen("tcp", grpcAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
+	}
+	var members *cluster.Cluster
+	if gossipAddr != "" {
+		if members, err = startCluster(ccfg, ncfg.NodeName, gossipAddr, advertiseAddr, advertiseGRPC, grpcLis.Addr(), join, gossipKey, reg, log); err != nil {
+			grpcLis.Close()
+			return err
+		}
+		log.Info("cluster member", "gossip", members.LocalAddr(), "join", []string(join))
+	}
+	opts := node.Options{Registry: reg, Logger: log}
+	if members != nil {
+		opts.Cluster = members
+	}
+	srv, err := node.NewServer(ncfg, backend, opts)
+	if err != nil {
+		grpcLis.Close()
+		if members != nil {
+			members.Kill()
+		}
+		return err
 	}
 	var httpLis net.Listener
 	if httpAddr != "" {
@@ -108,16 +145,67 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("shutting down", "timeout", shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	log.Info("draining", "timeout", drainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
 	defer cancel()
 	srv.Shutdown(sctx)
 	if err := <-errc; err != nil {
 		return err
 	}
-	if err := backend.Flush(sctx); err != nil {
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	if err := backend.Flush(fctx); err != nil {
 		log.Warn("unconfirmed publishes at exit", "err", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// startCluster maps the gossip flags onto cluster.Config and starts the
+// member.
+func startCluster(ccfg cluster.Config, name, gossipAddr, advertise, advertiseGRPC string, grpcAddr net.Addr, join []string,
+	key string, reg *prometheus.Registry, log *slog.Logger) (*cluster.Cluster, error) {
+	host, port, err := net.SplitHostPort(gossipAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--gossip-addr %q: %w", gossipAddr, err)
+	}
+	ccfg.NodeName = name
+	if host != "" {
+		ccfg.BindAddr = host
+	}
+	if ccfg.BindPort, err = strconv.Atoi(port); err != nil {
+		return nil, fmt.Errorf("--gossip-addr %q: bad port", gossipAddr)
+	}
+	if advertise != "" {
+		h, p, err := net.SplitHostPort(advertise)
+		if err != nil {
+			h, p = advertise, ""
+		}
+		ccfg.AdvertiseAddr = h
+		if p != "" {
+			if ccfg.AdvertisePort, err = strconv.Atoi(p); err != nil {
+				return nil, fmt.Errorf("--advertise-addr %q: bad port", advertise)
+			}
+		}
+	}
+	if key != "" {
+		if ccfg.SecretKey, err = base64.StdEncoding.DecodeString(key); err != nil {
+			return nil, fmt.Errorf("--gossip-key: not base64: %w", err)
+		}
+	}
+	ccfg.Join = join
+	ccfg.GRPCAddr = advertiseGRPC
+	if ccfg.GRPCAddr == "" {
+		_, gport, _ := net.SplitHostPort(grpcAddr.String())
+		h := ccfg.AdvertiseAddr
+		if h == "" {
+			if h = ccfg.BindAddr; h == "" || h == "0.0.0.0" || h == "::" {
+				h, _ = os.Hostname()
+			}
+		}
+		ccfg.GRPCAddr = net.JoinHostPort(h, gport)
+	}
+	ccfg.Logger = log
+	ccfg.Registerer = reg
+	return cluster.Start(ccfg)
 }

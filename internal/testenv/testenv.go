@@ -5,6 +5,7 @@ package testenv
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/client"
+	"github.com/streamgate/streamgate/cluster"
 	"github.com/streamgate/streamgate/node"
 )
 
@@ -33,6 +35,14 @@ type Options struct {
 	// Cluster, when set, is used instead of a new broker (a second node,
 	// or a node restarted against the same data).
 	Cluster *kfake.Cluster
+	// Gossip makes the node a member of a gossip cluster (on 127.0.0.1,
+	// any port), joining the members at Join.
+	Gossip bool
+	Join   []string
+	// GossipConfig, when set, adjusts the member's configuration.
+	GossipConfig func(*cluster.Config)
+	// NodeName names the node (default "test-node").
+	NodeName string
 }
 
 // Env is a running broker, backend, node and client.
@@ -44,6 +54,7 @@ type Env struct {
 	Addr     string // the node's gRPC address
 	Client   *client.Client
 	Registry *prometheus.Registry
+	Gossip   *cluster.Cluster // when Options.Gossip
 	producer *kgo.Client
 	stop     func()
 	stopOnce sync.Once
@@ -54,26 +65,37 @@ type Env struct {
 // keeps running.
 func (e *Env) Stop() { e.stopOnce.Do(e.stop) }
 
+// Kill stops the node as a crash would: no drain, no saves.
+func (e *Env) Kill() {
+	e.stopOnce.Do(func() {
+		if e.Gossip != nil {
+			e.Gossip.Kill()
+		}
+		e.Backend.Abort()
+		e.Server.Kill()
+	})
+}
+
 // Start starts everything and stops it when the test ends.
 func Start(t testing.TB, o Options) *Env {
 	t.Helper()
 	if o.Partitions == 0 {
 		o.Partitions = 8
 	}
-	cluster := o.Cluster
-	if cluster == nil {
+	broker := o.Cluster
+	if broker == nil {
 		opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(o.Partitions)}
 		if len(o.Topics) > 0 {
 			opts = append(opts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
 		}
 		var err error
-		if cluster, err = kfake.NewCluster(opts...); err != nil {
+		if broker, err = kfake.NewCluster(opts...); err != nil {
 			t.Fatalf("kfake: %v", err)
 		}
-		t.Cleanup(cluster.Close)
+		t.Cleanup(broker.Close)
 	}
 	var err error
-	e := &Env{owner: t, Cluster: cluster, Brokers: cluster.ListenAddrs(), Registry: prometheus.NewRegistry()}
+	e := &Env{owner: t, Cluster: broker, Brokers: broker.ListenAddrs(), Registry: prometheus.NewRegistry()}
 
 	kcfg := kafka.DefaultConfig(e.Brokers...)
 	kcfg.Registerer = e.Registry
@@ -87,6 +109,9 @@ func Start(t testing.TB, o Options) *Env {
 
 	ncfg := node.DefaultConfig()
 	ncfg.NodeName = "test-node"
+	if o.NodeName != "" {
+		ncfg.NodeName = o.NodeName
+	}
 	if o.Node != nil {
 		o.Node(&ncfg)
 	}
@@ -94,15 +119,30 @@ func Start(t testing.TB, o Options) *Env {
 	if o.WrapBackend != nil {
 		backend = o.WrapBackend(backend)
 	}
-	e.Server, err = node.NewServer(ncfg, backend, e.Registry, nil)
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.Addr = lis.Addr().String()
+	var members node.Membership
+	if o.Gossip {
+		ccfg := cluster.DefaultConfig()
+		ccfg.NodeName = ncfg.NodeName
+		ccfg.BindAddr, ccfg.BindPort = "127.0.0.1", 0
+		ccfg.GRPCAddr = e.Addr
+		ccfg.Join = o.Join
+		if o.GossipConfig != nil {
+			o.GossipConfig(&ccfg)
+		}
+		if e.Gossip, err = cluster.Start(ccfg); err != nil {
+			t.Fatalf("cluster: %v", err)
+		}
+		members = e.Gossip
+	}
+	e.Server, err = node.NewServer(ncfg, backend, node.Options{Registry: e.Registry, Cluster: members})
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
 	served := make(chan error, 1)
 	go func() { served <- e.Server.Serve(lis, nil) }()
 	e.stop = func() {
@@ -224,5 +264,46 @@ func (e *Env) CreateTopic(t testing.TB, topic string, partitions int) {
 	}
 	if err != nil {
 		t.Fatalf("create topic %q: %v", topic, err)
+	}
+}
+
+// StartCluster starts n nodes on one broker, each a member of one gossip
+// cluster (node-1 .. node-n), and waits until every node sees all of them.
+func StartCluster(t testing.TB, n int, o Options) []*Env {
+	t.Helper()
+	var envs []*Env
+	for i := range n {
+		oi := o
+		oi.Gossip = true
+		oi.NodeName = fmt.Sprintf("node-%d", i+1)
+		if i > 0 {
+			oi.Cluster = envs[0].Cluster
+			oi.Join = []string{envs[0].Gossip.LocalAddr()}
+		}
+		envs = append(envs, Start(t, oi))
+	}
+	WaitConverged(t, envs...)
+	return envs
+}
+
+// WaitConverged waits until every env's view lists every env's node.
+func WaitConverged(t testing.TB, envs ...*Env) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		ok := true
+		for _, e := range envs {
+			v := e.Gossip.View()
+			if len(v.Nodes) != len(envs) || len(v.Unsynced) > 0 {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the cluster of %d did not converge", len(envs))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

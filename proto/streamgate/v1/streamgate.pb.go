@@ -1015,6 +1015,458 @@ func (x *Notice) GetTerminal() bool {
 	return false
 }
 
+type ListMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{15}
+}
+
+type Member struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	GrpcAddress   string                 `protobuf:"bytes,2,opt,name=grpc_address,json=grpcAddress,proto3" json:"grpc_address,omitempty"`
+	GossipAddress string                 `protobuf:"bytes,3,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	State         string                 `protobuf:"bytes,4,opt,name=state,proto3" json:"state,omitempty"` // alive, suspect, dead or left
+	Draining      bool                   `protobuf:"varint,5,opt,name=draining,proto3" json:"draining,omitempty"`
+	Subscribers   uint32                 `protobuf:"varint,6,opt,name=subscribers,proto3" json:"subscribers,omitempty"`                          // open Subscribe streams on the member
+	ClaimedShards uint32                 `protobuf:"varint,7,opt,name=claimed_shards,json=claimedShards,proto3" json:"claimed_shards,omitempty"` // shards the member reads or holds in flight
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetGrpcAddress() string {
+	if x != nil {
+		return x.GrpcAddress
+	}
+	return ""
+}
+
+func (x *Member) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Member) GetDraining() bool {
+	if x != nil {
+		return x.Draining
+	}
+	return false
+}
+
+func (x *Member) GetSubscribers() uint32 {
+	if x != nil {
+		return x.Subscribers
+	}
+	return 0
+}
+
+func (x *Member) GetClaimedShards() uint32 {
+	if x != nil {
+		return x.ClaimedShards
+	}
+	return 0
+}
+
+type ListMembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Self          string                 `protobuf:"bytes,1,opt,name=self,proto3" json:"self,omitempty"` // the member that answered
+	Members       []*Member              `protobuf:"bytes,2,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *ListMembersResponse) GetSelf() string {
+	if x != nil {
+		return x.Self
+	}
+	return ""
+}
+
+func (x *ListMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type DescribeSubscriptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscription  string                 `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	LocalOnly     bool                   `protobuf:"varint,2,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"` // only what the answering member knows first-hand (used between members)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeSubscriptionRequest) Reset() {
+	*x = DescribeSubscriptionRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeSubscriptionRequest) ProtoMessage() {}
+
+func (x *DescribeSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*DescribeSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *DescribeSubscriptionRequest) GetSubscription() string {
+	if x != nil {
+		return x.Subscription
+	}
+	return ""
+}
+
+func (x *DescribeSubscriptionRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+type SubscriberInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Node          string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Topics        []string               `protobuf:"bytes,3,rep,name=topics,proto3" json:"topics,omitempty"`
+	OpenedAt      *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=opened_at,json=openedAt,proto3" json:"opened_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SubscriberInfo) Reset() {
+	*x = SubscriberInfo{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SubscriberInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SubscriberInfo) ProtoMessage() {}
+
+func (x *SubscriberInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SubscriberInfo.ProtoReflect.Descriptor instead.
+func (*SubscriberInfo) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SubscriberInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *SubscriberInfo) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *SubscriberInfo) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *SubscriberInfo) GetOpenedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.OpenedAt
+	}
+	return nil
+}
+
+type ShardInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shard         string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	SubscriberId  string                 `protobuf:"bytes,2,opt,name=subscriber_id,json=subscriberId,proto3" json:"subscriber_id,omitempty"` // the owner the assignment gives it
+	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`                                     // the owner's node
+	ClaimedBy     string                 `protobuf:"bytes,4,opt,name=claimed_by,json=claimedBy,proto3" json:"claimed_by,omitempty"`          // the node that reads it now, if any
+	InFlight      uint32                 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`            // messages delivered and not acked
+	Backlog       int64                  `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`                              // messages after the saved position; -1 when the backend cannot tell
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ShardInfo) Reset() {
+	*x = ShardInfo{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ShardInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ShardInfo) ProtoMessage() {}
+
+func (x *ShardInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
+func (*ShardInfo) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ShardInfo) GetShard() string {
+	if x != nil {
+		return x.Shard
+	}
+	return ""
+}
+
+func (x *ShardInfo) GetSubscriberId() string {
+	if x != nil {
+		return x.SubscriberId
+	}
+	return ""
+}
+
+func (x *ShardInfo) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *ShardInfo) GetClaimedBy() string {
+	if x != nil {
+		return x.ClaimedBy
+	}
+	return ""
+}
+
+func (x *ShardInfo) GetInFlight() uint32 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetBacklog() int64 {
+	if x != nil {
+		return x.Backlog
+	}
+	return 0
+}
+
+type DescribeSubscriptionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscription  string                 `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`
+	Subscribers   []*SubscriberInfo      `protobuf:"bytes,3,rep,name=subscribers,proto3" json:"subscribers,omitempty"`
+	Shards        []*ShardInfo           `protobuf:"bytes,4,rep,name=shards,proto3" json:"shards,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DescribeSubscriptionResponse) Reset() {
+	*x = DescribeSubscriptionResponse{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DescribeSubscriptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DescribeSubscriptionResponse) ProtoMessage() {}
+
+func (x *DescribeSubscriptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DescribeSubscriptionResponse.ProtoReflect.Descriptor instead.
+func (*DescribeSubscriptionResponse) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *DescribeSubscriptionResponse) GetSubscription() string {
+	if x != nil {
+		return x.Subscription
+	}
+	return ""
+}
+
+func (x *DescribeSubscriptionResponse) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *DescribeSubscriptionResponse) GetSubscribers() []*SubscriberInfo {
+	if x != nil {
+		return x.Subscribers
+	}
+	return nil
+}
+
+func (x *DescribeSubscriptionResponse) GetShards() []*ShardInfo {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 var File_streamgate_v1_streamgate_proto protoreflect.FileDescriptor
 
 const file_streamgate_v1_streamgate_proto_rawDesc = "" +
@@ -1084,7 +1536,41 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\x05shard\x18\b \x01(\tR\x05shard\"S\n" +
 	"\x06Notice\x12-\n" +
 	"\x06status\x18\x01 \x01(\v2\x15.streamgate.v1.StatusR\x06status\x12\x1a\n" +
-	"\bterminal\x18\x02 \x01(\bR\bterminal*g\n" +
+	"\bterminal\x18\x02 \x01(\bR\bterminal\"\x14\n" +
+	"\x12ListMembersRequest\"\xe1\x01\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fgrpc_address\x18\x02 \x01(\tR\vgrpcAddress\x12%\n" +
+	"\x0egossip_address\x18\x03 \x01(\tR\rgossipAddress\x12\x14\n" +
+	"\x05state\x18\x04 \x01(\tR\x05state\x12\x1a\n" +
+	"\bdraining\x18\x05 \x01(\bR\bdraining\x12 \n" +
+	"\vsubscribers\x18\x06 \x01(\rR\vsubscribers\x12%\n" +
+	"\x0eclaimed_shards\x18\a \x01(\rR\rclaimedShards\"Z\n" +
+	"\x13ListMembersResponse\x12\x12\n" +
+	"\x04self\x18\x01 \x01(\tR\x04self\x12/\n" +
+	"\amembers\x18\x02 \x03(\v2\x15.streamgate.v1.MemberR\amembers\"`\n" +
+	"\x1bDescribeSubscriptionRequest\x12\"\n" +
+	"\fsubscription\x18\x01 \x01(\tR\fsubscription\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x02 \x01(\bR\tlocalOnly\"\x85\x01\n" +
+	"\x0eSubscriberInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
+	"\x06topics\x18\x03 \x03(\tR\x06topics\x127\n" +
+	"\topened_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\"\xb0\x01\n" +
+	"\tShardInfo\x12\x14\n" +
+	"\x05shard\x18\x01 \x01(\tR\x05shard\x12#\n" +
+	"\rsubscriber_id\x18\x02 \x01(\tR\fsubscriberId\x12\x12\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"claimed_by\x18\x04 \x01(\tR\tclaimedBy\x12\x1b\n" +
+	"\tin_flight\x18\x05 \x01(\rR\binFlight\x12\x18\n" +
+	"\abacklog\x18\x06 \x01(\x03R\abacklog\"\xcd\x01\n" +
+	"\x1cDescribeSubscriptionResponse\x12\"\n" +
+	"\fsubscription\x18\x01 \x01(\tR\fsubscription\x12\x16\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\x12?\n" +
+	"\vsubscribers\x18\x03 \x03(\v2\x1d.streamgate.v1.SubscriberInfoR\vsubscribers\x120\n" +
+	"\x06shards\x18\x04 \x03(\v2\x18.streamgate.v1.ShardInfoR\x06shards*g\n" +
 	"\rStartPosition\x12\x1e\n" +
 	"\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n" +
@@ -1093,7 +1579,10 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\aPublish\x12\x1d.streamgate.v1.PublishRequest\x1a\x1e.streamgate.v1.PublishResponse(\x010\x012`\n" +
 	"\n" +
 	"Subscriber\x12R\n" +
-	"\tSubscribe\x12\x1f.streamgate.v1.SubscribeRequest\x1a .streamgate.v1.SubscribeResponse(\x010\x01BCZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1b\x06proto3"
+	"\tSubscribe\x12\x1f.streamgate.v1.SubscribeRequest\x1a .streamgate.v1.SubscribeResponse(\x010\x012\xce\x01\n" +
+	"\x05Admin\x12T\n" +
+	"\vListMembers\x12!.streamgate.v1.ListMembersRequest\x1a\".streamgate.v1.ListMembersResponse\x12o\n" +
+	"\x14DescribeSubscription\x12*.streamgate.v1.DescribeSubscriptionRequest\x1a+.streamgate.v1.DescribeSubscriptionResponseBCZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1b\x06proto3"
 
 var (
 	file_streamgate_v1_streamgate_proto_rawDescOnce sync.Once
@@ -1108,25 +1597,32 @@ func file_streamgate_v1_streamgate_proto_rawDescGZIP() []byte {
 }
 
 var file_streamgate_v1_streamgate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_streamgate_v1_streamgate_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_streamgate_v1_streamgate_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_streamgate_v1_streamgate_proto_goTypes = []any{
-	(StartPosition)(0),            // 0: streamgate.v1.StartPosition
-	(*Header)(nil),                // 1: streamgate.v1.Header
-	(*Status)(nil),                // 2: streamgate.v1.Status
-	(*PublishRequest)(nil),        // 3: streamgate.v1.PublishRequest
-	(*OutgoingMessage)(nil),       // 4: streamgate.v1.OutgoingMessage
-	(*PublishResponse)(nil),       // 5: streamgate.v1.PublishResponse
-	(*PublishResult)(nil),         // 6: streamgate.v1.PublishResult
-	(*SubscribeRequest)(nil),      // 7: streamgate.v1.SubscribeRequest
-	(*Open)(nil),                  // 8: streamgate.v1.Open
-	(*Ack)(nil),                   // 9: streamgate.v1.Ack
-	(*Nack)(nil),                  // 10: streamgate.v1.Nack
-	(*SubscribeResponse)(nil),     // 11: streamgate.v1.SubscribeResponse
-	(*Opened)(nil),                // 12: streamgate.v1.Opened
-	(*MessageBatch)(nil),          // 13: streamgate.v1.MessageBatch
-	(*Message)(nil),               // 14: streamgate.v1.Message
-	(*Notice)(nil),                // 15: streamgate.v1.Notice
-	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(StartPosition)(0),                   // 0: streamgate.v1.StartPosition
+	(*Header)(nil),                       // 1: streamgate.v1.Header
+	(*Status)(nil),                       // 2: streamgate.v1.Status
+	(*PublishRequest)(nil),               // 3: streamgate.v1.PublishRequest
+	(*OutgoingMessage)(nil),              // 4: streamgate.v1.OutgoingMessage
+	(*PublishResponse)(nil),              // 5: streamgate.v1.PublishResponse
+	(*PublishResult)(nil),                // 6: streamgate.v1.PublishResult
+	(*SubscribeRequest)(nil),             // 7: streamgate.v1.SubscribeRequest
+	(*Open)(nil),                         // 8: streamgate.v1.Open
+	(*Ack)(nil),                          // 9: streamgate.v1.Ack
+	(*Nack)(nil),                         // 10: streamgate.v1.Nack
+	(*SubscribeResponse)(nil),            // 11: streamgate.v1.SubscribeResponse
+	(*Opened)(nil),                       // 12: streamgate.v1.Opened
+	(*MessageBatch)(nil),                 // 13: streamgate.v1.MessageBatch
+	(*Message)(nil),                      // 14: streamgate.v1.Message
+	(*Notice)(nil),                       // 15: streamgate.v1.Notice
+	(*ListMembersRequest)(nil),           // 16: streamgate.v1.ListMembersRequest
+	(*Member)(nil),                       // 17: streamgate.v1.Member
+	(*ListMembersResponse)(nil),          // 18: streamgate.v1.ListMembersResponse
+	(*DescribeSubscriptionRequest)(nil),  // 19: streamgate.v1.DescribeSubscriptionRequest
+	(*SubscriberInfo)(nil),               // 20: streamgate.v1.SubscriberInfo
+	(*ShardInfo)(nil),                    // 21: streamgate.v1.ShardInfo
+	(*DescribeSubscriptionResponse)(nil), // 22: streamgate.v1.DescribeSubscriptionResponse
+	(*timestamppb.Timestamp)(nil),        // 23: google.protobuf.Timestamp
 }
 var file_streamgate_v1_streamgate_proto_depIdxs = []int32{
 	4,  // 0: streamgate.v1.PublishRequest.messages:type_name -> streamgate.v1.OutgoingMessage
@@ -1142,17 +1638,25 @@ var file_streamgate_v1_streamgate_proto_depIdxs = []int32{
 	15, // 10: streamgate.v1.SubscribeResponse.notice:type_name -> streamgate.v1.Notice
 	14, // 11: streamgate.v1.MessageBatch.messages:type_name -> streamgate.v1.Message
 	1,  // 12: streamgate.v1.Message.headers:type_name -> streamgate.v1.Header
-	16, // 13: streamgate.v1.Message.publish_time:type_name -> google.protobuf.Timestamp
+	23, // 13: streamgate.v1.Message.publish_time:type_name -> google.protobuf.Timestamp
 	2,  // 14: streamgate.v1.Notice.status:type_name -> streamgate.v1.Status
-	3,  // 15: streamgate.v1.Publisher.Publish:input_type -> streamgate.v1.PublishRequest
-	7,  // 16: streamgate.v1.Subscriber.Subscribe:input_type -> streamgate.v1.SubscribeRequest
-	5,  // 17: streamgate.v1.Publisher.Publish:output_type -> streamgate.v1.PublishResponse
-	11, // 18: streamgate.v1.Subscriber.Subscribe:output_type -> streamgate.v1.SubscribeResponse
-	17, // [17:19] is the sub-list for method output_type
-	15, // [15:17] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	17, // 15: streamgate.v1.ListMembersResponse.members:type_name -> streamgate.v1.Member
+	23, // 16: streamgate.v1.SubscriberInfo.opened_at:type_name -> google.protobuf.Timestamp
+	20, // 17: streamgate.v1.DescribeSubscriptionResponse.subscribers:type_name -> streamgate.v1.SubscriberInfo
+	21, // 18: streamgate.v1.DescribeSubscriptionResponse.shards:type_name -> streamgate.v1.ShardInfo
+	3,  // 19: streamgate.v1.Publisher.Publish:input_type -> streamgate.v1.PublishRequest
+	7,  // 20: streamgate.v1.Subscriber.Subscribe:input_type -> streamgate.v1.SubscribeRequest
+	16, // 21: streamgate.v1.Admin.ListMembers:input_type -> streamgate.v1.ListMembersRequest
+	19, // 22: streamgate.v1.Admin.DescribeSubscription:input_type -> streamgate.v1.DescribeSubscriptionRequest
+	5,  // 23: streamgate.v1.Publisher.Publish:output_type -> streamgate.v1.PublishResponse
+	11, // 24: streamgate.v1.Subscriber.Subscribe:output_type -> streamgate.v1.SubscribeResponse
+	18, // 25: streamgate.v1.Admin.ListMembers:output_type -> streamgate.v1.ListMembersResponse
+	22, // 26: streamgate.v1.Admin.DescribeSubscription:output_type -> streamgate.v1.DescribeSubscriptionResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_streamgate_v1_streamgate_proto_init() }
@@ -1176,9 +1680,9 @@ func file_streamgate_v1_streamgate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamgate_v1_streamgate_proto_rawDesc), len(file_streamgate_v1_streamgate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   22,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_streamgate_v1_streamgate_proto_goTypes,
 		DependencyIndexes: file_streamgate_v1_streamgate_proto_depIdxs,

@@ -1,0 +1,157 @@
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// sendLoop delivers this node's state to the members that are owed it.
+// Each member has at most one send in flight, so a member that does not
+// answer (dead but not yet declared so: a send then takes up to
+// TCPTimeout) delays nobody else; changes made meanwhile are coalesced
+// into one send of the newest state when its send ends. A failed send is
+// not retried: push/pull repairs it within a few PushPullIntervals.
+func (c *Cluster) sendLoop() {
+	defer c.wg.Done()
+	busy := map[string]bool{}
+	for {
+		c.mu.Lock()
+		targets, replies := c.t.takeOwed(busy)
+		local := c.t.local
+		c.mu.Unlock()
+
+		var plain, asking []byte
+		for i, node := range targets {
+			b := &plain
+			if replies[i] {
+				b = &asking
+			}
+			if *b == nil {
+				*b = c.encode(message{Kind: kindState, From: c.cfg.NodeName, WantReply: replies[i], Records: []record{local}})
+			}
+			busy[node.Name] = true
+			c.wg.Add(1)
+			go c.send(node, *b)
+		}
+
+		select {
+		case <-c.ctx.Done():
+			return // sends in flight end by themselves; Leave and Kill wait for them
+		case <-c.wake:
+		case name := <-c.sent:
+			delete(busy, name)
+		}
+	}
+}
+
+// send is one direct send, owned by sendLoop and waited for by stop.
+func (c *Cluster) send(node memberlist.Node, b []byte) {
+	defer c.wg.Done()
+	if err := c.ml.SendReliable(&node, b); err != nil {
+		c.met.sendFailures.Inc()
+		c.log.Debug("cluster: send state", "member", node.Name, "err", err)
+	}
+	select {
+	case c.sent <- node.Name:
+	case <-c.ctx.Done():
+	}
+}
+
+func (c *Cluster) encode(msg message) []byte {
+	b, err := json.Marshal(msg)
+	if err != nil { // only plain data: cannot happen
+		panic("cluster: encode message: " + err.Error())
+	}
+	return b
+}
+
+var errOnlySelf = errors.New("no seed but this node itself answered")
+
+// joinLoop contacts the seeds every JoinRetryInterval while this node
+// knows no other member (memberlist's Join tries each once), and every
+// RejoinInterval once it does, which merges two halves of a cluster that
+// declared each other dead. Joining only this node itself (it may be among
+// the seeds) does not count.
+func (c *Cluster) joinLoop() {
+	defer c.wg.Done()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	var last time.Time
+	failing := false
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-timer.C:
+		}
+		timer.Reset(c.cfg.JoinRetryInterval)
+		alone := c.ml.NumMembers() <= 1
+		if !alone && (c.cfg.RejoinInterval == 0 || time.Since(last) < c.cfg.RejoinInterval) {
+			continue
+		}
+		last = time.Now()
+		n, err := c.ml.Join(c.cfg.Join)
+		if err == nil && c.ml.NumMembers() > 1 {
+			if alone {
+				c.log.Info("cluster: joined", "seeds_answered", n, "members", c.ml.NumMembers())
+			}
+			failing = false
+			continue
+		}
+		if !alone {
+			c.log.Debug("cluster: rejoin failed", "err", err)
+			continue
+		}
+		c.met.joinFailures.Inc()
+		if err == nil {
+			err = errOnlySelf
+		}
+		if !failing {
+			c.log.Warn("cluster: no seed answered; retrying", "seeds", c.cfg.Join, "every", c.cfg.JoinRetryInterval, "err", err)
+		} else {
+			c.log.Debug("cluster: join failed", "err", err)
+		}
+		failing = true
+	}
+}
+
+// announceLeaving tells every member that this node leaves, so they drop
+// its state now; it waits for the sends until the deadline (those still
+// running then are waited for by stop).
+func (c *Cluster) announceLeaving(deadline time.Time) {
+	c.mu.Lock()
+	var targets []memberlist.Node
+	for name, m := range c.t.members {
+		if name != c.cfg.NodeName {
+			targets = append(targets, m.node)
+		}
+	}
+	c.mu.Unlock()
+	if len(targets) == 0 {
+		return
+	}
+	b := c.encode(message{Kind: kindLeaving, From: c.cfg.NodeName})
+	done := make(chan struct{}, len(targets)) // never blocks a sender
+	for _, node := range targets {
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			if err := c.ml.SendReliable(&node, b); err != nil {
+				c.log.Debug("cluster: announce leaving", "member", node.Name, "err", err)
+			}
+			done <- struct{}{}
+		}()
+	}
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	for range targets {
+		select {
+		case <-done:
+		case <-timer.C:
+			return
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/streamgate/streamgate/cluster"
+)
+
+// Membership is what a node needs from the cluster: the gossiped state of
+// every member, and a way to publish its own. *cluster.Cluster implements
+// it; a node without a cluster is a cluster of one (nil Membership).
+type Membership interface {
+	View() cluster.View
+	Changes() <-chan struct{}
+	SetLocal(map[string]cluster.SubscriptionState)
+	SetDraining(bool)
+	Members() []cluster.Member
+	Leave(timeout time.Duration) error
+}
+
+var _ Membership = (*cluster.Cluster)(nil)
+
+// remoteSub is a subscriber connected to another node.
+type remoteSub struct {
+	cluster.SubscriberInfo
+	Node string
+}
+
+// remoteState is what other members say about one subscription.
+type remoteState struct {
+	subs   []remoteSub
+	claims map[string]string // shard name -> claiming node
+	// unsynced: a live member's state has not arrived yet, so its claims
+	// are unknown; claim nothing new until it has.
+	unsynced bool
+}
+
+// remoteOf extracts one subscription's remote state from a view.
+func remoteOf(v cluster.View, name string) remoteState {
+	r := remoteState{claims: map[string]string{}, unsynced: len(v.Unsynced) > 0}
+	for node, st := range v.Nodes {
+		if node == v.Self {
+			continue
+		}
+		ss, ok := st.Subscriptions[name]
+		if !ok {
+			continue
+		}
+		for _, sub := range ss.Subscribers {
+			r.subs = append(r.subs, remoteSub{SubscriberInfo: sub, Node: node})
+		}
+		for _, c := range ss.Claims {
+			r.claims[c] = node
+		}
+	}
+	slices.SortFunc(r.subs, func(a, b remoteSub) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return r
+}
+
+// localState gathers every subscription's local state and publishes the
+// whole to the cluster (which versions and spreads it).
+type localState struct {
+	m    Membership
+	mu   sync.Mutex // guards subs
+	subs map[string]cluster.SubscriptionState
+}
+
+func (l *localState) set(name string, st cluster.SubscriptionState, gone bool) {
+	if l.m == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if gone {
+		delete(l.subs, name)
+	} else {
+		l.subs[name] = st
+	}
+	all := make(map[string]cluster.SubscriptionState, len(l.subs))
+	for k, v := range l.subs {
+		all[k] = v
+	}
+	l.m.SetLocal(all)
+}
