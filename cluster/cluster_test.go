@@ -78,7 +78,28 @@ func testConfig(name string) Config {
 	cfg.GRPCAddr = name + ":50051"
 	cfg.JoinRetryInterval = 100 * time.Millisecond
 	cfg.Logger = testLogger()
+	tune(&cfg, os.Getenv("STREAMGATE_CLUSTER_TUNING"))
 	return cfg
+}
+
+// tune overrides the failure-detection defaults from a spec such as
+// "probe=400ms,timeout=200ms,suspicion=3,max=2", to measure other tunings.
+func tune(cfg *Config, spec string) {
+	for kv := range strings.SplitSeq(spec, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		d, _ := time.ParseDuration(v)
+		n, _ := strconv.Atoi(v)
+		switch k {
+		case "probe":
+			cfg.ProbeInterval = d
+		case "timeout":
+			cfg.ProbeTimeout = d
+		case "suspicion":
+			cfg.SuspicionMult = n
+		case "max":
+			cfg.SuspicionMaxTimeoutMult = n
+		}
+	}
 }
 
 // node is a started Cluster with its own metrics registry.
@@ -389,6 +410,7 @@ func TestFalseSuspicionsUnderLoad(t *testing.T) {
 		suspicions += n.counter(t, "streamgate_cluster_suspicions_total")
 		deaths += n.counter(t, "streamgate_cluster_departures_total", "reason", "dead")
 	}
+	t.Logf("tuning: probe %v, timeout %v, suspicion mult %d, max mult %d", nodes[0].cfg.ProbeInterval, nodes[0].cfg.ProbeTimeout, nodes[0].cfg.SuspicionMult, nodes[0].cfg.SuspicionMaxTimeoutMult)
 	t.Logf("MEASURED under load (%d spinning goroutines, GOMAXPROCS %d, %v, 3 nodes): %v suspicions, %v false deaths (log lines: %d Suspect, %d Marking failed), %d of %d samples with an incomplete view",
 		spinners, runtime.GOMAXPROCS(0), d, suspicions, deaths,
 		logCounts.suspects.Load()-suspects0, logCounts.failed.Load()-failed0, incomplete, int(d/(100*time.Millisecond)))

@@ -89,10 +89,10 @@ const (
 	evLeave
 	evAck
 	evNack
-	evView      // the cluster view changed
-	evDrain     // the node is shutting down: settle, then end every stream
-	evDrainNow  // the drain timeout passed: end every stream now
-	evDescribe  // admin: report shard states
+	evView     // the cluster view changed
+	evDrain    // the node is shutting down: settle, then end every stream
+	evDrainNow // the drain timeout passed: end every stream now
+	evDescribe // admin: report shard states
 )
 
 type event struct {

@@ -561,7 +561,9 @@ func TestSubscribe_BadInputGetsItsStatusAndOtherSubscribersAreUntouched(t *testi
 	env := testenv.Start(t, testenv.Options{Topics: []string{"t", "u"}, Partitions: 2})
 	bystander := testenv.Subscribe(t, env.Client, earliest("s", "t"))
 
-	open := func(o *pb.Open) *pb.SubscribeRequest { return &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Open{Open: o}} }
+	open := func(o *pb.Open) *pb.SubscribeRequest {
+		return &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Open{Open: o}}
+	}
 	ack := &pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{MessageIds: []string{"x"}}}}
 	for _, tc := range []struct {
 		name string
