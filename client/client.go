@@ -25,7 +25,10 @@ type Client struct {
 // plaintext.
 func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
 	if len(opts) == 0 {
-		opts = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		opts = []grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		}
 	}
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
@@ -71,6 +74,10 @@ func (r Result) Err() error {
 	return fmt.Errorf("%s: %s", r.Code, r.Error)
 }
 
+// maxRequestBytes starts a new request before a batch grows past it (the
+// server reads requests of up to 16 MiB).
+const maxRequestBytes = 4 << 20
+
 // Publish sends msgs on one stream in batches of batchSize and calls fn
 // with each result as it arrives (from one goroutine). It returns when every
 // message has its result, or the stream fails.
@@ -109,20 +116,29 @@ func (c *Client) Publish(ctx context.Context, msgs iter.Seq[Message], batchSize 
 
 func sendAll(stream grpc.BidiStreamingClient[pb.PublishRequest, pb.PublishResponse], msgs iter.Seq[Message], batchSize int) error {
 	batch := make([]*pb.OutgoingMessage, 0, batchSize)
+	size := 0
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		err := stream.Send(&pb.PublishRequest{Messages: batch})
-		batch = make([]*pb.OutgoingMessage, 0, batchSize)
+		batch, size = make([]*pb.OutgoingMessage, 0, batchSize), 0
 		return err
 	}
 	for m := range msgs {
 		om := &pb.OutgoingMessage{RequestId: m.RequestID, Topic: m.Topic, Key: m.Key, Payload: m.Payload}
+		n := len(m.RequestID) + len(m.Topic) + len(m.Key) + len(m.Payload) + 16
 		for _, h := range m.Headers {
 			om.Headers = append(om.Headers, &pb.Header{Key: h.Key, Value: h.Value})
+			n += len(h.Key) + len(h.Value) + 4
+		}
+		if len(batch) > 0 && size+n > maxRequestBytes {
+			if err := flush(); err != nil {
+				return err
+			}
 		}
 		batch = append(batch, om)
+		size += n
 		if len(batch) == batchSize {
 			if err := flush(); err != nil {
 				return err

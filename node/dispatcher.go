@@ -170,6 +170,8 @@ func (s *subscription) join(ctx context.Context, sess *session, spec broker.Subs
 	case err := <-reply:
 		return err
 	case <-ctx.Done():
+		// The join may still be applied: take it back.
+		s.send(context.Background(), event{kind: evLeave, sess: sess})
 		return ctx.Err()
 	}
 }
@@ -200,6 +202,9 @@ func (s *subscription) run() {
 				default:
 					drained = true
 				}
+			}
+			for _, sess := range s.sessions {
+				s.remove(sess)
 			}
 			s.closeConsumer()
 			s.local.set(s.name, cluster.SubscriptionState{}, true)
@@ -306,7 +311,7 @@ func (s *subscription) resolveConflicts() {
 // remove takes sess out: its in-flight messages go back to the front of
 // their shards, for the shards' next owners.
 func (s *subscription) remove(sess *session) {
-	if sess.gone {
+	if sess.gone || s.sessions[sess.id] != sess {
 		return
 	}
 	sess.gone = true
@@ -785,7 +790,7 @@ func (s *subscription) hungry() bool {
 	}
 	queued := make(map[*session]int, len(s.sessions))
 	for id, q := range s.queues {
-		if owner := s.owner[id]; owner != nil {
+		if owner := s.owner[id]; owner != nil && (q.holder == nil || q.holder == owner) {
 			queued[owner] += len(q.pending)
 		}
 	}

@@ -77,7 +77,9 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		backend: backend,
 		log:     log,
 		reg:     reg,
-		grpc:    grpc.NewServer(),
+		// Publish requests carry batches: allow more than gRPC's 4 MiB
+		// default; the node-wide byte cap bounds what is held.
+		grpc:    grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes(cfg))),
 		health:  health.NewServer(),
 	}
 	m := newMetrics(reg)
@@ -109,6 +111,12 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		s.sub.watchCluster(bgCtx)
 	}()
 	return s, nil
+}
+
+// maxRequestBytes is the largest request the server reads: a batch of
+// several maximum-size messages.
+func maxRequestBytes(cfg Config) int {
+	return max(16<<20, 4*cfg.MaxMessageBytes+64<<10)
 }
 
 // serveReady answers 200 when the node takes traffic and the backend

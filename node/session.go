@@ -17,8 +17,13 @@ import (
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
-// maxMessagesPerBatch bounds one MessageBatch.
-const maxMessagesPerBatch = 500
+// A MessageBatch holds at most this many messages and, beyond its first
+// message, about this many bytes: gRPC clients refuse responses over 4 MiB
+// by default. A single message is at most MaxMessageBytes (1 MiB default).
+const (
+	maxMessagesPerBatch = 500
+	maxBatchBytes       = 3 << 20
+)
 
 // session is one open Subscribe stream. Its in-flight messages belong to the
 // subscription's dispatcher goroutine; its outbox is shared with the
@@ -43,7 +48,7 @@ func newSession(max int) *session {
 		max:      max,
 		openedAt: time.Now(),
 		inflight: map[string]*message{},
-		out:      outbox{signal: make(chan struct{}, 1)},
+		out:      outbox{signal: make(chan struct{}, 1), ended: make(chan struct{})},
 	}
 }
 
@@ -72,6 +77,7 @@ type outbox struct {
 	notice   *pb.Notice
 	terminal *pb.Notice
 	signal   chan struct{}
+	ended    chan struct{} // closed with the terminal notice
 }
 
 func (o *outbox) push(msgs []outgoing) {
@@ -84,7 +90,10 @@ func (o *outbox) push(msgs []outgoing) {
 func (o *outbox) notify(n *pb.Notice) {
 	o.mu.Lock()
 	if n.GetTerminal() {
-		o.terminal = n
+		if o.terminal == nil {
+			o.terminal = n
+			close(o.ended)
+		}
 	} else {
 		o.notice = n
 	}
@@ -98,6 +107,16 @@ func (o *outbox) take() ([]outgoing, *pb.Notice, *pb.Notice) {
 	msgs, n, t := o.msgs, o.notice, o.terminal
 	o.msgs, o.notice = nil, nil
 	return msgs, n, t
+}
+
+// terminalErr is the status the stream ends with after its terminal notice.
+func (o *outbox) terminalErr() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.terminal == nil {
+		return nil
+	}
+	return status.Error(codes.Code(o.terminal.GetStatus().GetCode()), o.terminal.GetStatus().GetMessage())
 }
 
 func signal(ch chan struct{}) {
@@ -117,13 +136,17 @@ func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[
 			return ctx.Err()
 		}
 		msgs, notice, terminal := o.take()
+		if terminal != nil {
+			msgs = nil // already handed to the shards' next owners
+		}
 		for len(msgs) > 0 {
-			n := min(len(msgs), maxMessagesPerBatch)
-			batch := make([]*pb.Message, n)
-			for i, m := range msgs[:n] {
-				batch[i] = toProto(m)
+			var batch []*pb.Message
+			size := 0
+			for len(msgs) > 0 && len(batch) < maxMessagesPerBatch && (len(batch) == 0 || size+msgs[0].size() <= maxBatchBytes) {
+				size += msgs[0].size()
+				batch = append(batch, toProto(msgs[0]))
+				msgs = msgs[1:]
 			}
-			msgs = msgs[n:]
 			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Messages{Messages: &pb.MessageBatch{Messages: batch}}}); err != nil {
 				return err
 			}
@@ -137,10 +160,13 @@ func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[
 			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Notice{Notice: terminal}}); err != nil {
 				return err
 			}
-			return status.Error(codes.Code(terminal.GetStatus().GetCode()), terminal.GetStatus().GetMessage())
+			return o.terminalErr()
 		}
 	}
 }
+
+// size approximates the message's encoded size.
+func (m outgoing) size() int { return m.d.Message.Size() + len(m.d.ID) + 64 }
 
 func shardName(s broker.ShardID) string { return fmt.Sprintf("%s/%d", s.Topic, s.Index) }
 

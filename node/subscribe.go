@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"google.golang.org/grpc"
@@ -191,6 +192,9 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	req, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return grpcError(invalidf("the stream ended before open: the first request of a Subscribe stream must carry open"))
+	}
 	if err != nil {
 		return grpcError(err)
 	}
@@ -238,14 +242,29 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	case err = <-readErr:
 		leave()
 		cancel()
-		<-writeErr
+		// The writer stops at once unless it is stuck in Send on a client
+		// that does not read; returning unblocks it.
+		select {
+		case <-writeErr:
+		case <-time.After(time.Second):
+		}
 	case err = <-writeErr:
 		// A terminal notice went out (the session is already gone) or
 		// the stream broke.
 		leave()
 		cancel()
-		// The reader ends when the stream does, right after we return.
+	case <-sess.out.ended:
+		// A terminal notice: give the writer a moment to send it to a
+		// client that reads, then end the stream with its status anyway.
+		select {
+		case err = <-writeErr:
+		case <-time.After(time.Second):
+			err = sess.out.terminalErr()
+		}
+		leave()
+		cancel()
 	}
+	// The reader ends when the stream does, right after we return.
 	return grpcError(err)
 }
 

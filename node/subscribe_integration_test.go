@@ -572,6 +572,7 @@ func TestSubscribe_BadInputGetsItsStatusAndOtherSubscribersAreUntouched(t *testi
 		says string
 	}{
 		{"no open", []*pb.SubscribeRequest{ack}, codes.InvalidArgument, "first request"},
+		{"stream ends before open", nil, codes.InvalidArgument, "before open"},
 		{"empty subscription", []*pb.SubscribeRequest{open(&pb.Open{Topics: []string{"t"}})}, codes.InvalidArgument, "subscription is empty"},
 		{"no topics", []*pb.SubscribeRequest{open(&pb.Open{Subscription: "s2"})}, codes.InvalidArgument, "no topics"},
 		{"empty topic name", []*pb.SubscribeRequest{open(&pb.Open{Subscription: "s2", Topics: []string{"t", ""}})}, codes.InvalidArgument, "topic name is empty"},
@@ -587,6 +588,9 @@ func TestSubscribe_BadInputGetsItsStatusAndOtherSubscribersAreUntouched(t *testi
 			require.NoError(t, err)
 			for _, r := range tc.reqs {
 				require.NoError(t, stream.Send(r))
+			}
+			if tc.reqs == nil {
+				require.NoError(t, stream.CloseSend())
 			}
 			for {
 				_, err = stream.Recv()
@@ -611,4 +615,42 @@ func TestSubscribe_BadInputGetsItsStatusAndOtherSubscribersAreUntouched(t *testi
 	ended, _ := bystander.Ended()
 	assert.False(t, ended, "the bystander's stream is untouched")
 	assert.Empty(t, bystander.Notices())
+}
+
+// Large messages go out in batches that gRPC clients accept (4 MiB).
+func TestSubscribe_LargeMessagesArriveInBatchesUnderTheClientsSizeLimit(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1})
+	recs := make([]*kgo.Record, 10)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: "t", Value: append(fmt.Appendf(nil, "0:%d:", i), make([]byte, 600<<10)...)}
+	}
+	env.Produce(t, recs...)
+	sub := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	msgs := ackAll(t, sub, 10, 20*time.Second)
+	require.Len(t, msgs, 10)
+	ended, st := sub.Ended()
+	require.False(t, ended, "%v", st)
+}
+
+// A client that stops reading cannot keep its stream (nor the node) busy:
+// the ack timeout ends it even though the terminal notice cannot be sent.
+func TestSubscribe_ClientThatStopsReadingIsCutOffAfterTheAckTimeout(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1,
+		Node: func(c *node.Config) { c.AckTimeout = time.Second }})
+	recs := make([]*kgo.Record, 300)
+	for i := range recs {
+		recs[i] = &kgo.Record{Topic: "t", Value: append(fmt.Appendf(nil, "0:%d:", i), make([]byte, 32<<10)...)}
+	}
+	env.Produce(t, recs...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stream, err := pb.NewSubscriberClient(env.Client.Conn()).Subscribe(ctx)
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Open{Open: earliest("s", "t")}}))
+	require.Eventually(t, func() bool { return metricValue(t, env, "streamgate_subscribe_subscribers") == 1 }, 5*time.Second, 10*time.Millisecond)
+	// The client never calls Recv.
+	require.Eventually(t, func() bool { return metricValue(t, env, "streamgate_subscribe_ack_timeouts_total") == 1 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return metricValue(t, env, "streamgate_subscribe_subscribers") == 0 }, 10*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return metricValue(t, env, "streamgate_subscribe_backend_consumers") == 0 }, 10*time.Second, 20*time.Millisecond,
+		"the handler returned and the subscription closed")
 }

@@ -147,6 +147,7 @@ type consumer struct {
 	want     map[tp]bool
 	acks     int   // acks since the last commit, all partitions
 	lastErr  error // the last fetch error, until a poll succeeds
+	refresh  bool  // commit every position, changed or not
 	closed   bool
 	failures int // consecutive commit failures
 
@@ -231,19 +232,30 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		c.lastErr = fetchErr
 	}
 	err := c.healthLocked()
-	c.mu.Unlock()
-
+	// franz-go's pause, resume, add and remove are called under mu, so that
+	// their order matches our phases (they take only franz-go's own locks).
 	if len(pause) > 0 {
 		c.cl.PauseFetchPartitions(pause)
 	}
 	if len(remove) > 0 {
 		// Re-subscribe from where we were, after a backoff: franz-go
 		// would otherwise refetch a failing partition in a tight loop.
-		c.cl.RemoveConsumePartitions(remove)
+		c.removeLocked(remove)
+	}
+	c.mu.Unlock()
+	if len(remove) > 0 {
 		c.log.Warn("fetch failed; re-subscribing after backoff", "err", fetchErr)
 		signal(c.kick)
 	}
 	return out, err
+}
+
+// removeLocked stops fetching partitions. A pause outlives franz-go's
+// RemoveConsumePartitions and would keep a re-added partition silent, so
+// it is lifted too.
+func (c *consumer) removeLocked(parts map[string][]int32) {
+	c.cl.RemoveConsumePartitions(parts)
+	c.cl.ResumeFetchPartitions(parts)
 }
 
 // healthLocked says whether fetching works: no partition is waiting to be
@@ -382,6 +394,11 @@ func (c *consumer) Close(ctx context.Context) error {
 func (c *consumer) manage(ctx context.Context) {
 	tick := time.NewTicker(c.b.cfg.CommitInterval)
 	defer tick.Stop()
+	// Kafka expires committed offsets of a group without members
+	// offsets.retention.minutes (7 days by default) after their last
+	// commit; an idle shard would lose its position. Re-commit hourly.
+	refresh := time.NewTicker(time.Hour)
+	defer refresh.Stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	commitRetry := time.NewTimer(time.Hour)
@@ -409,6 +426,12 @@ func (c *consumer) manage(ctx context.Context) {
 			doCommit()
 			continue
 		case <-commitRetry.C:
+			doCommit()
+			continue
+		case <-refresh.C:
+			c.mu.Lock()
+			c.refresh = true
+			c.mu.Unlock()
 			doCommit()
 			continue
 		}
@@ -477,16 +500,15 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 		}
 		ps.phase = phaseStopped
 	}
-	c.mu.Unlock()
-
 	if len(remove) > 0 {
 		// Acks for what is in flight still count; Release saves the
 		// position and forgets the partition.
-		c.cl.RemoveConsumePartitions(remove)
+		c.removeLocked(remove)
 	}
 	if len(add) > 0 {
 		c.cl.AddConsumePartitions(add)
 	}
+	c.mu.Unlock()
 	if len(load) > 0 {
 		if t := c.load(ctx, load); !t.IsZero() {
 			later(t)
@@ -523,10 +545,19 @@ func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 	}
 	add := map[string]map[int32]kgo.Offset{}
 	unsaved := false
+	var retry time.Time
 	for _, k := range parts {
 		ps := c.parts[k]
+		if ps == nil || ps.tr != nil {
+			continue
+		}
 		pos, ok := start[k]
-		if ps == nil || ps.tr != nil || !ok {
+		if !ok { // the broker did not say: try again
+			ps.fails++
+			ps.retryAt = time.Now().Add(backoff(ps.fails))
+			if retry.IsZero() || ps.retryAt.Before(retry) {
+				retry = ps.retryAt
+			}
 			continue
 		}
 		ps.tr = newTracker(pos.at, pos.acked)
@@ -534,7 +565,8 @@ func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 		unsaved = unsaved || ps.unsaved
 		ps.fails, ps.retryAt = 0, time.Time{}
 		if !c.want[k] {
-			continue // unassigned while loading; dropped at the next commit
+			ps.phase = phaseStopped // unassigned while loading
+			continue
 		}
 		ps.phase = phaseFetching
 		addOffset(add, k, pos.at)
@@ -545,7 +577,7 @@ func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 	if unsaved {
 		signal(c.commitNow) // make the chosen start durable at once
 	}
-	return time.Time{}
+	return retry
 }
 
 type startPos struct {
@@ -626,7 +658,7 @@ func (c *consumer) commit(ctx context.Context) error {
 	snap := map[tp]pending{}
 	c.mu.Lock()
 	for k, ps := range c.parts {
-		if ps.tr == nil || !(ps.unsaved || ps.tr.dirty() || ps.release) {
+		if ps.tr == nil || !(ps.unsaved || ps.tr.dirty() || ps.release || c.refresh) {
 			continue
 		}
 		at, above := ps.tr.commitPoint()
@@ -644,6 +676,7 @@ func (c *consumer) commit(ctx context.Context) error {
 	}
 	resume := map[string][]int32{}
 	c.mu.Lock()
+	c.refresh = false
 	var firstErr error
 	total := 0
 	for k, p := range snap {
@@ -674,10 +707,10 @@ func (c *consumer) commit(ctx context.Context) error {
 	if c.acks < 0 {
 		c.acks = 0
 	}
-	c.mu.Unlock()
 	if len(resume) > 0 {
 		c.cl.ResumeFetchPartitions(resume)
 	}
+	c.mu.Unlock()
 	return firstErr
 }
 
