@@ -79,8 +79,8 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		reg:     reg,
 		// Publish requests carry batches: allow more than gRPC's 4 MiB
 		// default; the node-wide byte cap bounds what is held.
-		grpc:    grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes(cfg))),
-		health:  health.NewServer(),
+		grpc:   grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes(cfg))),
+		health: health.NewServer(),
 	}
 	m := newMetrics(reg)
 	s.publish = newPublishService(cfg, backend, m, log)
