@@ -4,4 +4,8 @@ proto:
 test:
 	go test -race ./...
 
-.PHONY: proto test
+image:
+	CGO_ENABLED=0 go build -trimpath -o dist/streamgate ./cmd/streamgate
+	docker build -t streamgate:local .
+
+.PHONY: proto test image
