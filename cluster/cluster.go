@@ -38,6 +38,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -68,6 +69,10 @@ type Cluster struct {
 	mu      sync.Mutex // guards t and stopped; never held while calling memberlist
 	t       *table
 	stopped bool
+
+	// dropSends, set only by tests, makes the direct sends to the members
+	// it names fail, to show that push/pull repairs them.
+	dropSends atomic.Pointer[func(member string) bool]
 }
 
 // message is the wire format of everything this package sends: direct
@@ -99,7 +104,7 @@ func Start(cfg Config) (*Cluster, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	logger = logger.With("node", cfg.NodeName)
+	logger = logger.With("node", cfg.NodeName) // several nodes may share a process (tests)
 
 	advertise, err := resolveAdvertise(cfg.AdvertiseAddr, cfg.TCPTimeout)
 	if err != nil {
@@ -111,7 +116,7 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	c := &Cluster{
 		cfg:     cfg,
-		log:     logger,
+		log:     logger.With("component", "cluster"),
 		met:     met,
 		changes: make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
@@ -139,7 +144,7 @@ func Start(cfg Config) (*Cluster, error) {
 	mc.GossipInterval = cfg.GossipInterval
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.DeadNodeReclaimTime = deadNodeReclaimTime
-	mc.Logger = log.New(&logWriter{log: logger, onSuspect: c.suspected}, "", 0)
+	mc.Logger = log.New(&logWriter{log: logger.With("component", "memberlist"), onSuspect: c.suspected, onRefute: c.refuted}, "", 0)
 	d := &delegate{c: c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
 
@@ -316,7 +321,7 @@ func (c *Cluster) kick() {
 func (c *Cluster) receive(b []byte) {
 	var msg message
 	if err := json.Unmarshal(b, &msg); err != nil {
-		c.log.Warn("cluster: undecodable message", "err", err, "bytes", len(b))
+		c.log.Warn("undecodable message", "err", err, "bytes", len(b))
 		return
 	}
 	switch msg.Kind {
@@ -330,7 +335,7 @@ func (c *Cluster) receive(b []byte) {
 			c.signal()
 		}
 		if outranked {
-			c.log.Warn("cluster: another node gossiped a newer state under this node's name; is the name used twice?")
+			c.log.Warn("another node gossiped a newer state under this node's name; is the name used twice?")
 		}
 		if outranked || replying {
 			c.kick()
@@ -340,7 +345,7 @@ func (c *Cluster) receive(b []byte) {
 		changed := c.t.markLeaving(msg.From)
 		c.mu.Unlock()
 		if changed {
-			c.log.Info("cluster: member is leaving", "member", msg.From)
+			c.log.Info("member is leaving", "member", msg.From)
 			c.signal()
 		}
 	}
@@ -353,4 +358,14 @@ func (c *Cluster) suspected(name string) {
 	c.mu.Lock()
 	c.t.setSuspect(name, true)
 	c.mu.Unlock()
+}
+
+// refuted is called (from memberlist's log line) when this node refuted
+// another's accusation. A refuted death means the others had dropped this
+// node's state, claims included, until its refutation reached them.
+func (c *Cluster) refuted(accusation string) {
+	c.met.refutations.WithLabelValues(accusation).Inc()
+	if accusation == "dead" {
+		c.log.Warn("another node declared this one dead; refuted (is this node overloaded?)")
+	}
 }

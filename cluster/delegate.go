@@ -61,7 +61,7 @@ func (d *delegate) LocalState(join bool) []byte {
 	c.mu.Unlock()
 	b, err := json.Marshal(msg)
 	if err != nil {
-		c.log.Error("cluster: encode state", "err", err)
+		c.log.Error("encoding state failed", "err", err)
 		return nil
 	}
 	return b
@@ -76,7 +76,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	c.met.members.Set(float64(len(c.t.members)))
 	c.mu.Unlock()
 	if isNew && n.Name != c.cfg.NodeName {
-		c.log.Info("cluster: member joined", "member", n.Name, "addr", n.Address())
+		c.log.Info("member joined", "member", n.Name, "addr", n.Address())
 		c.signal()
 		c.kick()
 	}
@@ -98,7 +98,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 		reason = "left"
 	}
 	c.met.departures.WithLabelValues(reason).Inc()
-	c.log.Info("cluster: member gone", "member", n.Name, "reason", reason)
+	c.log.Info("member gone", "member", n.Name, "reason", reason)
 	c.signal()
 }
 

@@ -10,25 +10,29 @@ import (
 // text") to slog, keeping memberlist's level. log.Logger makes one Write
 // per line.
 //
-// It also watches for the one event memberlist only logs: this node's
-// probe of a member failed and it now suspects it ("Suspect X has failed,
-// no acks received"). If memberlist rewords that line, suspicions are
-// merely no longer counted or shown by Members.
+// It also watches for two events memberlist only logs: this node's probe
+// of a member failed and it now suspects it ("Suspect X has failed, no
+// acks received"), and this node refuted another's claim that it is
+// suspect or dead ("Refuting a dead message (from: X)"). If memberlist
+// rewords those lines, they are merely no longer counted (and suspicions
+// no longer shown by Members).
 type logWriter struct {
 	log       *slog.Logger
 	onSuspect func(member string)
+	onRefute  func(accusation string) // "suspect" or "dead"
 }
 
 func (w *logWriter) Write(p []byte) (int, error) {
 	level, msg := parseLogLine(string(p))
-	if w.onSuspect != nil {
-		if name, ok := suspectOf(msg); ok {
-			w.onSuspect(name)
-		}
+	if name, ok := suspectOf(msg); ok && w.onSuspect != nil {
+		w.onSuspect(name)
+	}
+	if accusation, ok := refutationOf(msg); ok && w.onRefute != nil {
+		w.onRefute(accusation)
 	}
 	ctx := context.Background()
 	if w.log.Enabled(ctx, level) {
-		w.log.Log(ctx, level, msg, "component", "memberlist")
+		w.log.Log(ctx, level, msg)
 	}
 	return len(p), nil
 }
@@ -61,4 +65,14 @@ func suspectOf(msg string) (string, bool) {
 	}
 	name, _, ok := strings.Cut(rest, " has failed")
 	return name, ok && name != ""
+}
+
+func refutationOf(msg string) (string, bool) {
+	switch {
+	case strings.HasPrefix(msg, "Refuting a suspect message"):
+		return "suspect", true
+	case strings.HasPrefix(msg, "Refuting a dead message"):
+		return "dead", true
+	}
+	return "", false
 }

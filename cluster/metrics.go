@@ -15,6 +15,7 @@ type metrics struct {
 	updates      prometheus.Counter
 	departures   *prometheus.CounterVec
 	suspicions   prometheus.Counter
+	refutations  *prometheus.CounterVec
 	joinFailures prometheus.Counter
 	sendFailures prometheus.Counter
 }
@@ -38,6 +39,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamgate_cluster_suspicions_total",
 			Help: "Probes of a member by this node that failed and made it suspect.",
 		}),
+		refutations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "streamgate_cluster_refutations_total",
+			Help: "Times this node refuted being suspected or declared dead by another; after a refuted death the others had dropped its state (and claims) for a moment.",
+		}, []string{"accusation"}),
 		joinFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamgate_cluster_join_failures_total",
 			Help: "Attempts to join the seeds, while alone, that reached no other node.",
@@ -49,10 +54,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.departures.WithLabelValues("left")
 	m.departures.WithLabelValues("dead")
+	m.refutations.WithLabelValues("suspect")
+	m.refutations.WithLabelValues("dead")
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{m.members, m.updates, m.departures, m.suspicions, m.joinFailures, m.sendFailures} {
+	for _, col := range []prometheus.Collector{m.members, m.updates, m.departures, m.suspicions, m.refutations, m.joinFailures, m.sendFailures} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, fmt.Errorf("cluster: register metrics: %w", err)

@@ -50,9 +50,13 @@ func (c *Cluster) sendLoop() {
 // send is one direct send, owned by sendLoop and waited for by stop.
 func (c *Cluster) send(node memberlist.Node, b []byte) {
 	defer c.wg.Done()
-	if err := c.ml.SendReliable(&node, b); err != nil {
+	err := errDropped
+	if drop := c.dropSends.Load(); drop == nil || !(*drop)(node.Name) {
+		err = c.ml.SendReliable(&node, b)
+	}
+	if err != nil {
 		c.met.sendFailures.Inc()
-		c.log.Debug("cluster: send state", "member", node.Name, "err", err)
+		c.log.Debug("sending state failed; push/pull will repair it", "member", node.Name, "err", err)
 	}
 	select {
 	case c.sent <- node.Name:
@@ -68,7 +72,10 @@ func (c *Cluster) encode(msg message) []byte {
 	return b
 }
 
-var errOnlySelf = errors.New("no seed but this node itself answered")
+var (
+	errOnlySelf = errors.New("no seed but this node itself answered")
+	errDropped  = errors.New("dropped by a test")
+)
 
 // joinLoop contacts the seeds every JoinRetryInterval while this node
 // knows no other member (memberlist's Join tries each once), and every
@@ -96,13 +103,13 @@ func (c *Cluster) joinLoop() {
 		n, err := c.ml.Join(c.cfg.Join)
 		if err == nil && c.ml.NumMembers() > 1 {
 			if alone {
-				c.log.Info("cluster: joined", "seeds_answered", n, "members", c.ml.NumMembers())
+				c.log.Info("joined the cluster", "seeds_answered", n, "members", c.ml.NumMembers())
 			}
 			failing = false
 			continue
 		}
 		if !alone {
-			c.log.Debug("cluster: rejoin failed", "err", err)
+			c.log.Debug("rejoin failed", "err", err)
 			continue
 		}
 		c.met.joinFailures.Inc()
@@ -110,9 +117,9 @@ func (c *Cluster) joinLoop() {
 			err = errOnlySelf
 		}
 		if !failing {
-			c.log.Warn("cluster: no seed answered; retrying", "seeds", c.cfg.Join, "every", c.cfg.JoinRetryInterval, "err", err)
+			c.log.Warn("no seed answered; retrying", "seeds", c.cfg.Join, "every", c.cfg.JoinRetryInterval, "err", err)
 		} else {
-			c.log.Debug("cluster: join failed", "err", err)
+			c.log.Debug("join failed", "err", err)
 		}
 		failing = true
 	}
@@ -140,7 +147,7 @@ func (c *Cluster) announceLeaving(deadline time.Time) {
 		go func() {
 			defer c.wg.Done()
 			if err := c.ml.SendReliable(&node, b); err != nil {
-				c.log.Debug("cluster: announce leaving", "member", node.Name, "err", err)
+				c.log.Debug("announcing departure failed", "member", node.Name, "err", err)
 			}
 			done <- struct{}{}
 		}()

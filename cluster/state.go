@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -329,9 +328,4 @@ func cloneSubs(subs map[string]SubscriptionState) map[string]SubscriptionState {
 		out[name] = c
 	}
 	return out
-}
-
-// keys is for tests and logs.
-func keys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }

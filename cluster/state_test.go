@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -165,4 +167,11 @@ func TestParseLogLine(t *testing.T) {
 	assert.Equal(t, "node-b", name)
 	_, ok = suspectOf("Marking node-b as failed, suspect timeout reached (0 peer confirmations)")
 	assert.False(t, ok)
+	accusation, ok := refutationOf("Refuting a dead message (from: node-b)")
+	assert.True(t, ok)
+	assert.Equal(t, "dead", accusation)
+}
+
+func keys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }

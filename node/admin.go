@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"time"
@@ -42,7 +43,7 @@ func (a *adminService) ListMembers(context.Context, *pb.ListMembersRequest) (*pb
 		}
 		resp.Members = append(resp.Members, pm)
 	}
-	slices.SortFunc(resp.Members, func(x, y *pb.Member) int { return cmpString(x.Name, y.Name) })
+	slices.SortFunc(resp.Members, func(x, y *pb.Member) int { return cmp.Compare(x.Name, y.Name) })
 	return resp, nil
 }
 
@@ -110,7 +111,7 @@ func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.Describ
 	if len(resp.Subscribers) == 0 && len(claims) == 0 && len(local) == 0 {
 		return nil, grpcError(notFoundf("subscription %q has no subscribers in the cluster", name))
 	}
-	slices.SortFunc(resp.Subscribers, func(x, y *pb.SubscriberInfo) int { return cmpString(x.Id, y.Id) })
+	slices.SortFunc(resp.Subscribers, func(x, y *pb.SubscriberInfo) int { return cmp.Compare(x.Id, y.Id) })
 	resp.Topics = topics
 
 	inFlight := map[string]uint32{}

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -352,20 +353,10 @@ func (s *subscription) handBack(sess *session, msgs []*message) {
 			s.maybeRelease(id)
 			continue
 		}
-		slices.SortFunc(ms, func(a, b *message) int { return cmpSeq(a.seq, b.seq) })
+		slices.SortFunc(ms, func(a, b *message) int { return cmp.Compare(a.seq, b.seq) })
 		q.pending = mergeBySeq(ms, q.pending)
 		s.addBuffered(len(ms))
 	}
-}
-
-func cmpSeq(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func mergeBySeq(a, b []*message) []*message {
@@ -485,23 +476,13 @@ func (s *subscription) publish() {
 		for _, sess := range s.sessions {
 			st.Subscribers = append(st.Subscribers, cluster.SubscriberInfo{ID: sess.id, Topics: s.topics, OpenedAt: sess.openedAt})
 		}
-		slices.SortFunc(st.Subscribers, func(a, b cluster.SubscriberInfo) int { return cmpString(a.ID, b.ID) })
+		slices.SortFunc(st.Subscribers, func(a, b cluster.SubscriberInfo) int { return cmp.Compare(a.ID, b.ID) })
 	}
 	for sh := range s.claimed {
 		st.Claims = append(st.Claims, shardName(sh))
 	}
 	slices.Sort(st.Claims)
 	s.local.set(s.name, st, false)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // maybeRelease saves the position of a claimed shard this node no longer

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"slices"
 	"sync"
 	"time"
@@ -55,15 +56,7 @@ func remoteOf(v cluster.View, name string) remoteState {
 			r.claims[c] = node
 		}
 	}
-	slices.SortFunc(r.subs, func(a, b remoteSub) int {
-		switch {
-		case a.ID < b.ID:
-			return -1
-		case a.ID > b.ID:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(r.subs, func(a, b remoteSub) int { return cmp.Compare(a.ID, b.ID) })
 	return r
 }
 

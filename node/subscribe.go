@@ -105,25 +105,18 @@ func (s *subscribeService) drain(ctx context.Context) {
 	for _, sub := range s.open() {
 		sub.send(bg, event{kind: evDrain})
 	}
-	done := make(chan struct{})
-	go func() {
-		s.running.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
+	if s.wait(ctx) {
 		return
-	case <-ctx.Done():
 	}
 	for _, sub := range s.open() {
 		sub.send(bg, event{kind: evDrainNow})
 	}
-	<-done
+	s.wait(bg)
 }
 
-// wait waits until every subscription has stopped and saved its position,
-// or ctx ends.
-func (s *subscribeService) wait(ctx context.Context) {
+// wait waits until every subscription has stopped and saved its position
+// (true), or ctx ends (false).
+func (s *subscribeService) wait(ctx context.Context) bool {
 	done := make(chan struct{})
 	go func() {
 		s.running.Wait()
@@ -131,7 +124,9 @@ func (s *subscribeService) wait(ctx context.Context) {
 	}()
 	select {
 	case <-done:
+		return true
 	case <-ctx.Done():
+		return false
 	}
 }
 
