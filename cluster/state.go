@@ -214,7 +214,7 @@ func (t *table) merge(recs []record, now time.Time) (accepted int, selfOutranked
 			continue
 		}
 		if name == t.self {
-			if r.Version >= t.local.Version {
+			if r.Version > t.local.Version { // equal: our own record echoed back
 				t.local.Version = r.Version
 				t.bump(now)
 				selfOutranked = true

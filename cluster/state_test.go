@@ -82,9 +82,12 @@ func TestLocalVersionOutranksItsPreviousRun(t *testing.T) {
 	require.Equal(t, uint64(now.UnixNano()), v, "versions start at the clock, so a restart outranks its previous run")
 	tb.bump(now)
 	require.Equal(t, v+1, tb.local.Version, "and grow even if the clock does not")
+	v++
 
-	_, outranked := tb.merge([]record{rec("self", v-5)}, now)
-	assert.False(t, outranked)
+	_, outranked := tb.merge([]record{rec("self", v-5), rec("self", v)}, now)
+	assert.False(t, outranked, "older records and this node's own current one, echoed back, change nothing")
+	assert.Equal(t, v, tb.local.Version)
+	clear(tb.owed)
 	_, outranked = tb.merge([]record{rec("self", v+100)}, now)
 	assert.True(t, outranked)
 	assert.Greater(t, tb.local.Version, v+100, "the local version jumps past a newer one seen for this name")
