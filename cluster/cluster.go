@@ -247,7 +247,8 @@ func (c *Cluster) LocalAddr() string {
 // tells every member it is leaving, so they drop this node's state (and
 // its claims) at once rather than when memberlist's leave message reaches
 // them, then leaves memberlist and shuts down. Release claims before
-// calling it. Calls after the first stop return nil.
+// calling it. It also waits for a join attempt in progress, which DNS and
+// TCPTimeout bound. Calls after the first stop return nil.
 func (c *Cluster) Leave(timeout time.Duration) error {
 	if !c.beginStop() {
 		return nil
@@ -361,8 +362,10 @@ func (c *Cluster) suspected(name string) {
 }
 
 // refuted is called (from memberlist's log line) when this node refuted
-// another's accusation. A refuted death means the others had dropped this
-// node's state, claims included, until its refutation reached them.
+// another's accusation. After a refuted death the others had dropped this
+// node's state, claims included, until the refutation reached them; a
+// death learned through push/pull is refuted as a mere suspicion, so only
+// gossiped deaths are logged here.
 func (c *Cluster) refuted(accusation string) {
 	c.met.refutations.WithLabelValues(accusation).Inc()
 	if accusation == "dead" {

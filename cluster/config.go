@@ -56,7 +56,7 @@ type Config struct {
 	GRPCAddr string
 
 	// Failure detection. The defaults declare a killed node dead on every
-	// survivor in 1.4-2.1 s on loopback (package tests, 3 nodes), against
+	// survivor in 1.4-2.5 s on loopback (package tests, 3 nodes), against
 	// 5-6 s with memberlist's DefaultLANConfig. A dead node is probed by
 	// some survivor within about one ProbeInterval (each member probes
 	// another in turn every interval), suspected when no ack came within
@@ -67,7 +67,7 @@ type Config struct {
 	// the others drop its state, claims included, until its refutation
 	// reaches them (it then rejoins by itself; streamgate_cluster_refutations_total
 	// counts it). Measured over 20 s, 3 nodes, 2 cores: none with 16 busy
-	// goroutines in the process; with 64, about 10 false deaths (5 with
+	// goroutines in the process; with 64, 5-12 false deaths (4-5 with
 	// ProbeInterval 400ms and ProbeTimeout 200ms, which detect in 1.9-2.7 s;
 	// none with memberlist's LAN timings). Raise ProbeInterval and
 	// ProbeTimeout together where that matters more than failover time.

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		refutations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "streamgate_cluster_refutations_total",
-			Help: "Times this node refuted being suspected or declared dead by another; after a refuted death the others had dropped its state (and claims) for a moment.",
+			Help: "Times this node refuted being suspected or declared dead by others. A death learned by push/pull arrives as a suspicion, so accusation=\"suspect\" may also follow a false death, during which the others had dropped this node's state and claims.",
 		}, []string{"accusation"}),
 		joinFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamgate_cluster_join_failures_total",
