@@ -53,9 +53,11 @@ type subscription struct {
 	shards       []broker.ShardID
 	sessions     map[string]*session
 	remote       remoteState
+	haveView     bool                        // remote came from a view event, newer than any join's snapshot
 	owner        map[broker.ShardID]*session // local owners, from the ring
 	ownerID      map[broker.ShardID]string   // every owner, local or remote
 	queues       map[broker.ShardID]*shardQueue
+	known        map[string]bool         // ids queued or in flight: a message is never held twice
 	claimed      map[broker.ShardID]bool // claims this node gossips
 	fetching     []broker.ShardID        // what the consumer was last assigned
 	releasing    map[broker.ShardID]bool
@@ -142,6 +144,7 @@ func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metr
 		owner:     map[broker.ShardID]*session{},
 		ownerID:   map[broker.ShardID]string{},
 		queues:    map[broker.ShardID]*shardQueue{},
+		known:     map[string]bool{},
 		claimed:   map[broker.ShardID]bool{},
 		releasing: map[broker.ShardID]bool{},
 		poll:      make(chan pollResult, 1),
@@ -226,7 +229,7 @@ func (s *subscription) handle(ev event) {
 	case evNack:
 		s.nack(ev.sess, ev.ids)
 	case evView:
-		s.remote = ev.remote
+		s.remote, s.haveView = ev.remote, true
 		s.resolveConflicts()
 		s.recompute()
 	case evDrain:
@@ -269,7 +272,9 @@ func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards [
 	if len(s.sessions) == 0 {
 		s.topics, s.spec = topics, spec
 	}
-	s.remote = remote
+	if !s.haveView {
+		s.remote = remote
+	}
 	s.shards = shards
 	s.sessions[sess.id] = sess
 	s.metrics.subscribers.Inc()
@@ -350,6 +355,9 @@ func (s *subscription) handBack(sess *session, msgs []*message) {
 		q := s.queue(id)
 		q.release(len(ms))
 		if !s.readsLocally(id) {
+			for _, m := range ms {
+				delete(s.known, m.d.ID)
+			}
 			s.maybeRelease(id)
 			continue
 		}
@@ -436,7 +444,7 @@ func (s *subscription) recompute() {
 		return
 	}
 
-	var fetch []broker.ShardID
+	var fetch, away []broker.ShardID
 	for _, sh := range s.shards {
 		switch {
 		case owner[sh] != nil:
@@ -456,15 +464,21 @@ func (s *subscription) recompute() {
 			// let go once nothing is in flight.
 			if q := s.queues[sh]; q != nil {
 				s.addBuffered(-len(q.pending))
+				for _, m := range q.pending {
+					delete(s.known, m.d.ID)
+				}
 				clear(q.pending)
 				q.pending = nil
 			}
-			s.maybeRelease(sh)
+			away = append(away, sh)
 		}
 	}
 	if !slices.Equal(fetch, s.fetching) {
 		s.fetching = fetch
 		s.consumer.Assign(fetch)
+	}
+	for _, sh := range away { // after Assign: the consumer has stopped them
+		s.maybeRelease(sh)
 	}
 	s.publish()
 }
@@ -604,6 +618,7 @@ func (s *subscription) closeConsumer() {
 	clear(s.claimed)
 	s.fetching = nil
 	s.queues = map[broker.ShardID]*shardQueue{}
+	clear(s.known)
 	s.addBuffered(-s.buffered)
 	s.pollErr = nil
 	s.publish()
@@ -619,9 +634,10 @@ func (s *subscription) polled(r pollResult) {
 		if !s.readsLocally(d.Shard) {
 			continue // moved away since the fetch; fetched again by its next reader
 		}
-		if q.holder != nil && q.holder.inflight[d.ID] != nil {
-			continue // fetched again while its earlier delivery is in flight
+		if s.known[d.ID] {
+			continue // fetched again while queued or in flight
 		}
+		s.known[d.ID] = true
 		s.seq++
 		q.pending = append(q.pending, &message{d: d, seq: s.seq})
 		s.addBuffered(1)
@@ -668,6 +684,7 @@ func (s *subscription) ack(sess *session, ids []string) {
 			continue
 		}
 		delete(sess.inflight, id)
+		delete(s.known, id)
 		q := s.queue(m.d.Shard)
 		q.release(1)
 		if q.held == 0 && !s.readsLocally(m.d.Shard) {
@@ -691,12 +708,16 @@ func (s *subscription) nack(sess *session, ids []string) {
 	var back []*message
 	for _, id := range ids {
 		if m := sess.inflight[id]; m != nil {
+			delete(sess.inflight, id) // a repeated id is handed back once
 			back = append(back, m)
 		} else {
 			s.metrics.unknownAcks.Inc()
 		}
 	}
 	s.handBack(sess, back)
+	if s.draining && len(sess.inflight) == 0 {
+		s.end(sess, codes.Unavailable, "node draining, reconnect")
+	}
 }
 
 // expire ends sessions that hold a message for longer than the ack timeout.

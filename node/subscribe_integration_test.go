@@ -654,3 +654,22 @@ func TestSubscribe_ClientThatStopsReadingIsCutOffAfterTheAckTimeout(t *testing.T
 	require.Eventually(t, func() bool { return metricValue(t, env, "streamgate_subscribe_backend_consumers") == 0 }, 10*time.Second, 20*time.Millisecond,
 		"the handler returned and the subscription closed")
 }
+
+// Nack hands messages back at once: they come again before anything later
+// in their shard, once each even when an id is repeated.
+func TestSubscribe_NackRedeliversBeforeLaterMessagesOnceEvenWithRepeatedIDs(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1, Node: func(c *node.Config) { c.MaxUnacked = 5 }})
+	produceSpread(t, env, "t", 1, 10, 0)
+	sub := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	first := sub.WaitCount(5, 10*time.Second)
+	sub.Nack(first[2].GetId(), first[3].GetId(), first[2].GetId())
+	sub.Ack(first[0].GetId(), first[1].GetId(), first[4].GetId())
+	msgs := sub.WaitCount(10, 10*time.Second)
+	again := msgs[5:]
+	require.Equal(t, first[2].GetId(), again[0].GetId(), "handed back first, in order")
+	require.Equal(t, first[3].GetId(), again[1].GetId())
+	assert.EqualValues(t, 2, again[0].GetDeliveryAttempt())
+	assert.Equal(t, []int{5, 6, 7}, []int{seqOf(t, again[2]), seqOf(t, again[3]), seqOf(t, again[4])})
+	require.Never(t, func() bool { return sub.Count() > 10 }, 300*time.Millisecond, 20*time.Millisecond,
+		"a repeated id in a nack is handed back once")
+}

@@ -173,6 +173,25 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 	}
 	c.mu.Lock()
 	c.want = want
+	// Shards that leave stop at once, not when manage next runs: an
+	// Assign without a shard and another with it again, both before
+	// manage looks, must still rewind it (the node dropped what it had
+	// not delivered).
+	remove := map[string][]int32{}
+	for k, ps := range c.parts {
+		if want[k] || ps.phase == phaseStopped {
+			continue
+		}
+		if ps.phase == phaseFetching || ps.phase == phasePaused {
+			remove[k.topic] = append(remove[k.topic], k.partition)
+		}
+		ps.phase = phaseStopped
+	}
+	if len(remove) > 0 {
+		// Acks for what is in flight still count; Release saves the
+		// position and forgets the partition.
+		c.removeLocked(remove)
+	}
 	c.mu.Unlock()
 	signal(c.kick)
 }
@@ -329,9 +348,9 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 		ps := c.parts[k]
 		switch {
 		case ps == nil:
-		case c.want[k]:
+		case c.want[k] || ps.phase != phaseStopped:
 			c.mu.Unlock()
-			return fmt.Errorf("kafka: release %s/%d: it is assigned again", k.topic, k.partition)
+			return fmt.Errorf("kafka: release %s/%d: it is assigned", k.topic, k.partition)
 		case ps.tr == nil: // never loaded: nothing to save
 			delete(c.parts, k)
 		default:
@@ -449,7 +468,6 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 	now := time.Now()
 	var load []tp
 	add := map[string]map[int32]kgo.Offset{}
-	remove := map[string][]int32{}
 	var retryAt time.Time
 	later := func(t time.Time) {
 		if retryAt.IsZero() || t.Before(retryAt) {
@@ -480,30 +498,15 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 			ps.phase = phaseLoading
 			load = append(load, k)
 		case ps.phase == phaseStopped:
-			// Wanted again before it was forgotten. What was fetched and
-			// not acked may have been dropped by the node: start over
-			// from the commit point, skipping what was acked.
-			at, above := ps.tr.commitPoint()
-			committed := ps.tr.committed
-			ps.tr = newTracker(at, above)
-			ps.tr.committed = committed
+			// Wanted again before it was released. What was fetched and
+			// not acked may have been dropped by the node: fetch again
+			// from the commit point, keeping the acks (in flight ones
+			// too) that the tracker has.
+			ps.tr.rewind()
+			ps.release = false
 			ps.phase = phaseFetching
-			addOffset(add, k, at)
+			addOffset(add, k, ps.tr.next)
 		}
-	}
-	for k, ps := range c.parts {
-		if c.want[k] || ps.phase == phaseStopped {
-			continue
-		}
-		if ps.phase == phaseFetching || ps.phase == phasePaused {
-			remove[k.topic] = append(remove[k.topic], k.partition)
-		}
-		ps.phase = phaseStopped
-	}
-	if len(remove) > 0 {
-		// Acks for what is in flight still count; Release saves the
-		// position and forgets the partition.
-		c.removeLocked(remove)
 	}
 	if len(add) > 0 {
 		c.cl.AddConsumePartitions(add)

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -55,6 +56,11 @@ func (t *tracker) fetched(offset int64) bool {
 		return false
 	}
 	t.next = offset + 1
+	if n := len(t.entries); n > 0 && offset <= t.entries[n-1].offset {
+		// Fetched again after a rewind: deliver it again unless acked.
+		i, found := t.find(offset)
+		return found && !t.entries[i].acked
+	}
 	for len(t.preacked) > 0 && t.preacked[0] < offset {
 		t.preacked = t.preacked[1:] // gone from the log (compaction)
 	}
@@ -69,17 +75,20 @@ func (t *tracker) fetched(offset int64) bool {
 	return true
 }
 
+// rewind makes the tracker take the records from the commit point again,
+// for a partition fetched anew after the node dropped what it had not
+// delivered. Acks it holds are kept: acked records are not delivered again.
+func (t *tracker) rewind() {
+	t.next, _ = t.commitPoint()
+}
+
+func (t *tracker) find(offset int64) (int, bool) {
+	return slices.BinarySearchFunc(t.entries, offset, func(e entry, o int64) int { return cmp.Compare(e.offset, o) })
+}
+
 // ack marks a fetched record acked; false if it is not outstanding.
 func (t *tracker) ack(offset int64) bool {
-	i, found := slices.BinarySearchFunc(t.entries, offset, func(e entry, o int64) int {
-		switch {
-		case e.offset < o:
-			return -1
-		case e.offset > o:
-			return 1
-		}
-		return 0
-	})
+	i, found := t.find(offset)
 	if !found || t.entries[i].acked {
 		return false
 	}

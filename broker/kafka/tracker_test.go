@@ -136,3 +136,25 @@ func FuzzDecodeAcked(f *testing.F) {
 		}
 	})
 }
+
+func TestTracker_RewindRedeliversOnlyWhatIsNotAcked(t *testing.T) {
+	tr := newTracker(0, nil)
+	for o := int64(0); o < 10; o++ {
+		tr.fetched(o)
+	}
+	tr.ack(0)
+	tr.ack(1)
+	tr.ack(4) // in flight elsewhere when the shard comes back: acked later
+	tr.rewind()
+	var again []int64
+	for o := int64(0); o < 12; o++ {
+		if tr.fetched(o) {
+			again = append(again, o)
+		}
+	}
+	require.Equal(t, []int64{2, 3, 5, 6, 7, 8, 9, 10, 11}, again)
+	require.True(t, tr.ack(3), "acks of records fetched before the rewind still count")
+	at, above := tr.commitPoint()
+	require.EqualValues(t, 2, at)
+	require.Equal(t, []int64{3, 4}, above)
+}
