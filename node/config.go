@@ -34,6 +34,9 @@ type Config struct {
 	// PollBatch is the most messages taken from the backend at once.
 	// Default 500.
 	PollBatch int
+	// ShardRefreshInterval: how often a subscription's topics are asked
+	// for their shards again, to pick up added ones. Default 30s.
+	ShardRefreshInterval time.Duration
 	// NoticeInterval: while the backend cannot be read, subscribers get an
 	// UNAVAILABLE notice this often. Default 2s.
 	NoticeInterval time.Duration
@@ -46,14 +49,15 @@ func DefaultConfig() Config {
 		name = "streamgate"
 	}
 	return Config{
-		NodeName:         name,
-		PublishWindow:    1000,
-		MaxBufferedBytes: 64 << 20,
-		MaxMessageBytes:  1 << 20,
-		MaxUnacked:       1000,
-		AckTimeout:       60 * time.Second,
-		PollBatch:        500,
-		NoticeInterval:   2 * time.Second,
+		NodeName:             name,
+		PublishWindow:        1000,
+		MaxBufferedBytes:     64 << 20,
+		MaxMessageBytes:      1 << 20,
+		MaxUnacked:           1000,
+		AckTimeout:           60 * time.Second,
+		PollBatch:            500,
+		NoticeInterval:       2 * time.Second,
+		ShardRefreshInterval: 30 * time.Second,
 	}
 }
 
@@ -74,6 +78,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: AckTimeout: must be positive, got %s", c.AckTimeout)
 	case c.PollBatch < 1:
 		return fmt.Errorf("node: PollBatch: must be at least 1, got %d", c.PollBatch)
+	case c.ShardRefreshInterval <= 0:
+		return fmt.Errorf("node: ShardRefreshInterval: must be positive, got %s", c.ShardRefreshInterval)
 	case c.NoticeInterval <= 0:
 		return fmt.Errorf("node: NoticeInterval: must be positive, got %s", c.NoticeInterval)
 	}

@@ -47,6 +47,9 @@ type subscription struct {
 	released chan releaseResult
 	quit     chan struct{} // closed when run is leaving: release goroutines give up
 
+	topicsMu   sync.Mutex // guards topicsCopy
+	topicsCopy []string   // topics, for the shard refresher
+
 	// Owned by run.
 	topics       []string // sorted; fixed while it has sessions
 	spec         broker.SubscriptionSpec
@@ -96,6 +99,7 @@ const (
 	evDrain    // the node is shutting down: settle, then end every stream
 	evDrainNow // the drain timeout passed: end every stream now
 	evDescribe // admin: report shard states
+	evShards   // the topics' shards, read again
 )
 
 type event struct {
@@ -246,7 +250,20 @@ func (s *subscription) handle(ev event) {
 		}
 	case evDescribe:
 		ev.info <- s.describe()
+	case evShards:
+		if len(s.sessions) > 0 && slices.Equal(ev.spec.Topics, s.topics) && !slices.Equal(ev.shards, s.shards) {
+			s.log.Info("the topics' shards changed", "shards", len(ev.shards))
+			s.shards = ev.shards
+			s.recompute()
+		}
 	}
+}
+
+// currentTopics is the subscription's topics, for other goroutines.
+func (s *subscription) currentTopics() []string {
+	s.topicsMu.Lock()
+	defer s.topicsMu.Unlock()
+	return s.topicsCopy
 }
 
 // end removes sess and tells it why with a terminal notice.
@@ -271,6 +288,9 @@ func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards [
 	}
 	if len(s.sessions) == 0 {
 		s.topics, s.spec = topics, spec
+		s.topicsMu.Lock()
+		s.topicsCopy = topics
+		s.topicsMu.Unlock()
 	}
 	if !s.haveView {
 		s.remote = remote

@@ -105,10 +105,14 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 
 	bgCtx, stop := context.WithCancel(context.Background())
 	s.stopBg = stop
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go func() {
 		defer s.bg.Done()
 		s.sub.watchCluster(bgCtx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.sub.refreshShards(bgCtx, cfg.ShardRefreshInterval)
 	}()
 	return s, nil
 }

@@ -69,6 +69,34 @@ func (s *subscribeService) watchCluster(ctx context.Context) {
 	}
 }
 
+// refreshShards reads every open subscription's shards again now and then,
+// so that shards added to a topic are read, and every node (each reads them
+// itself) assigns the same set. It runs on a goroutine of the server's.
+func (s *subscribeService) refreshShards(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return
+		}
+		for _, sub := range s.open() {
+			topics := sub.currentTopics()
+			if len(topics) == 0 {
+				continue
+			}
+			qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			shards, err := s.backend.Shards(qctx, topics)
+			cancel()
+			if err != nil {
+				continue // the next round tries again; polls report outages
+			}
+			sub.send(ctx, event{kind: evShards, spec: broker.SubscriptionSpec{Topics: topics}, shards: shards})
+		}
+	}
+}
+
 // open lists the subscriptions with streams on this node.
 func (s *subscribeService) open() []*subscription {
 	s.mu.Lock()

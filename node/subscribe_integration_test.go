@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -672,4 +673,25 @@ func TestSubscribe_NackRedeliversBeforeLaterMessagesOnceEvenWithRepeatedIDs(t *t
 	assert.Equal(t, []int{5, 6, 7}, []int{seqOf(t, again[2]), seqOf(t, again[3]), seqOf(t, again[4])})
 	require.Never(t, func() bool { return sub.Count() > 10 }, 300*time.Millisecond, 20*time.Millisecond,
 		"a repeated id in a nack is handed back once")
+}
+
+// Shards added to a topic are read without a new subscriber.
+func TestSubscribe_ShardsAddedToATopicAreReadByRunningSubscribers(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2,
+		Node: func(c *node.Config) { c.ShardRefreshInterval = 200 * time.Millisecond }})
+	sub := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = kadm.NewClient(cl).CreatePartitions(ctx, 2, "t")
+	require.NoError(t, err)
+	produceSpread(t, env, "t", 4, 8, 0) // two messages on each of the four shards
+	msgs := ackAll(t, sub, 8, 15*time.Second)
+	shards := map[string]bool{}
+	for _, m := range msgs {
+		shards[m.GetShard()] = true
+	}
+	assert.Len(t, shards, 4)
 }
