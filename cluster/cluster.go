@@ -70,6 +70,12 @@ type Cluster struct {
 	t       *table
 	stopped bool
 
+	// contacted: no seeds are configured, or a Join reached at least one
+	// (this node itself counts: the first node of a cluster seeds itself).
+	// Until then the node may be cut off from a running cluster, and
+	// Joined says so.
+	contacted atomic.Bool
+
 	// dropSends, set only by tests, makes the direct sends to the members
 	// it names fail, to show that push/pull repairs them.
 	dropSends atomic.Pointer[func(member string) bool]
@@ -163,6 +169,8 @@ func Start(cfg Config) (*Cluster, error) {
 	if len(cfg.Join) > 0 {
 		c.wg.Add(1)
 		go c.joinLoop()
+	} else {
+		c.contacted.Store(true)
 	}
 	c.log.Info("cluster started", "gossip_addr", c.LocalAddr(), "seeds", cfg.Join, "encrypted", len(cfg.SecretKey) > 0)
 	return c, nil
@@ -224,6 +232,12 @@ func (c *Cluster) View() View {
 	defer c.mu.Unlock()
 	return c.t.view()
 }
+
+// Joined reports whether the node has reached its cluster: no seeds are
+// configured, or some seed answered at least once (this node itself among
+// them: the first node of a cluster). A node that has not must not act on
+// a view of itself alone: a running cluster may be out of its sight.
+func (c *Cluster) Joined() bool { return c.contacted.Load() }
 
 // Changes returns a capacity-1 channel that receives a value when the View
 // may have changed. Signals are coalesced: after a receive, read View for

@@ -101,6 +101,9 @@ func (c *Cluster) joinLoop() {
 		}
 		last = time.Now()
 		n, err := c.ml.Join(c.cfg.Join)
+		if n > 0 && !c.contacted.Swap(true) {
+			c.signal() // views taken before now said "not joined"
+		}
 		if err == nil && c.ml.NumMembers() > 1 {
 			if alone {
 				c.log.Info("joined the cluster", "seeds_answered", n, "members", c.ml.NumMembers())

@@ -3,6 +3,7 @@ package node_test
 import (
 	"fmt"
 	"maps"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -322,3 +323,24 @@ func TestCluster_DifferentTopicSetsOnDifferentNodesRefuseTheLaterWithFailedPreco
 
 var _ = kafka.DefaultConfig
 var _ = node.DefaultConfig
+
+// A node whose seeds do not answer may be cut off from a running cluster:
+// it reads nothing (and says it is not ready) until one does.
+func TestCluster_NodeThatCannotReachItsSeedsReadsNothingUntilItJoins(t *testing.T) {
+	envs := testenv.StartCluster(t, 1, testenv.Options{Topics: []string{"t"}, Partitions: 2})
+	dead := freeTCPAddr(t)
+	lonely := testenv.Start(t, testenv.Options{Cluster: envs[0].Cluster, Gossip: true, NodeName: "lonely", Join: []string{dead}})
+	require.False(t, lonely.Gossip.Joined())
+	sub := testenv.Subscribe(t, lonely.Client, earliest("s", "t"))
+	produceSpread(t, envs[0], "t", 2, 10, 0)
+	require.Never(t, func() bool { return sub.Count() > 0 || len(claimsOf(lonely, "s")) > 0 }, time.Second, 20*time.Millisecond,
+		"a node that never reached its seeds claims nothing")
+}
+
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}

@@ -19,6 +19,9 @@ type Membership interface {
 	SetDraining(bool)
 	Members() []cluster.Member
 	Leave(timeout time.Duration) error
+	// Joined: the node has reached its cluster (no seeds, or a seed
+	// answered). Until then it claims nothing and is not ready.
+	Joined() bool
 }
 
 var _ Membership = (*cluster.Cluster)(nil)

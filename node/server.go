@@ -133,6 +133,10 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
+	if s.members != nil && !s.members.Joined() {
+		http.Error(w, "no seed node has answered yet (--join)", http.StatusServiceUnavailable)
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	if err := s.backend.Ping(ctx); err != nil {

@@ -63,8 +63,11 @@ func (s *subscribeService) watchCluster(ctx context.Context) {
 			return
 		}
 		view := s.members.View()
+		joined := s.members.Joined()
 		for _, sub := range s.open() {
-			sub.send(ctx, event{kind: evView, remote: remoteOf(view, sub.name)})
+			r := remoteOf(view, sub.name)
+			r.unsynced = r.unsynced || !joined
+			sub.send(ctx, event{kind: evView, remote: r})
 		}
 	}
 }
@@ -113,7 +116,9 @@ func (s *subscribeService) remote(name string) remoteState {
 	if s.members == nil {
 		return remoteState{claims: map[string]string{}}
 	}
-	return remoteOf(s.members.View(), name)
+	r := remoteOf(s.members.View(), name)
+	r.unsynced = r.unsynced || !s.members.Joined()
+	return r
 }
 
 // drain refuses new streams and ends every open one with the terminal
