@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -40,14 +39,7 @@ func TestCLI_StatusAgainstAThreeNodeClusterPrintsMembersAndAssignment(t *testing
 		go func() { errc <- run(ctx, args, nil, &bytes.Buffer{}, &syncWriter{w: &bytes.Buffer{}}) }()
 		done = append(done, errc)
 		grpcAddrs = append(grpcAddrs, grpcAddr)
-		require.Eventually(t, func() bool {
-			resp, err := http.Get("http://" + httpAddr + "/readyz")
-			if err != nil {
-				return false
-			}
-			resp.Body.Close()
-			return resp.StatusCode == http.StatusOK
-		}, 10*time.Second, 20*time.Millisecond)
+		waitReady(t, httpAddr)
 	}
 	defer func() {
 		cancel()

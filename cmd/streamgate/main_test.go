@@ -39,6 +39,19 @@ func TestParseFlags_EnvironmentFillsUnsetFlagsAndTheCommandLineWins(t *testing.T
 	require.ErrorContains(t, err, `STREAMGATE_PUBLISH_WINDOW="many"`)
 }
 
+// waitReady waits until the node's /readyz answers 200.
+func waitReady(t *testing.T, httpAddr string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 10*time.Second, 20*time.Millisecond)
+}
+
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -58,14 +71,7 @@ func TestCLI_ServeWithEmbeddedBrokerThenPublish(t *testing.T) {
 		served <- run(ctx, []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--embedded-topics", "demo", "--embedded-addr", freeAddr(t), "--gossip-addr", "127.0.0.1:0", "--log-format", "json"},
 			nil, &bytes.Buffer{}, &syncWriter{w: &serveLog})
 	}()
-	require.Eventually(t, func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 10*time.Second, 20*time.Millisecond)
+	waitReady(t, httpAddr)
 
 	var out, errOut bytes.Buffer
 	err := run(context.Background(), []string{"publish", "--addr", grpcAddr, "--topic", "demo", "--key", "k", "--header", "h=v"},
