@@ -496,6 +496,9 @@ func (s *subscription) recompute() {
 	if !slices.Equal(fetch, s.fetching) {
 		s.fetching = fetch
 		s.consumer.Assign(fetch)
+		if len(fetch) == 0 {
+			s.pollErr = nil // nothing is read here, so nothing can fail
+		}
 	}
 	for _, sh := range away { // after Assign: the consumer has stopped them
 		s.maybeRelease(sh)
