@@ -50,6 +50,10 @@ type subscription struct {
 	topicsMu   sync.Mutex // guards topicsCopy
 	topicsCopy []string   // topics, for the shard refresher
 
+	viewMu   sync.Mutex    // guards nextView
+	nextView *remoteState  // the latest view not yet applied
+	viewCh   chan struct{} // capacity 1: nextView is set
+
 	// Owned by run.
 	topics       []string // sorted; fixed while it has sessions
 	spec         broker.SubscriptionSpec
@@ -149,6 +153,7 @@ func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metr
 		ownerID:   map[broker.ShardID]string{},
 		queues:    map[broker.ShardID]*shardQueue{},
 		known:     map[string]bool{},
+		viewCh:    make(chan struct{}, 1),
 		claimed:   map[broker.ShardID]bool{},
 		releasing: map[broker.ShardID]bool{},
 		poll:      make(chan pollResult, 1),
@@ -199,6 +204,14 @@ func (s *subscription) run() {
 			s.polled(r)
 		case r := <-s.released:
 			s.afterRelease(r)
+		case <-s.viewCh:
+			s.viewMu.Lock()
+			r := s.nextView
+			s.nextView = nil
+			s.viewMu.Unlock()
+			if r != nil {
+				s.handle(event{kind: evView, remote: *r})
+			}
 		case now := <-tick.C:
 			s.expire(now)
 		case <-s.stop:
@@ -257,6 +270,15 @@ func (s *subscription) handle(ev event) {
 			s.recompute()
 		}
 	}
+}
+
+// offerView hands run the latest cluster view without ever blocking: views
+// that run has not applied yet are replaced by newer ones.
+func (s *subscription) offerView(r remoteState) {
+	s.viewMu.Lock()
+	s.nextView = &r
+	s.viewMu.Unlock()
+	signal(s.viewCh)
 }
 
 // currentTopics is the subscription's topics, for other goroutines.

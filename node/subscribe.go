@@ -67,7 +67,7 @@ func (s *subscribeService) watchCluster(ctx context.Context) {
 		for _, sub := range s.open() {
 			r := remoteOf(view, sub.name)
 			r.unsynced = r.unsynced || !joined
-			sub.send(ctx, event{kind: evView, remote: r})
+			sub.offerView(r)
 		}
 	}
 }
