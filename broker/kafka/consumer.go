@@ -210,6 +210,13 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 			return
 		}
+		var loss *kgo.ErrDataLoss
+		if errors.As(err, &loss) {
+			// Informational: franz-go already moved on (for example the
+			// log start passed a lagging subscription). Not a failure.
+			c.log.Warn("the broker no longer has records this subscription had not read", "err", err)
+			return
+		}
 		if p >= 0 {
 			failed = append(failed, tp{topic, p})
 		}
