@@ -695,3 +695,32 @@ func TestSubscribe_ShardsAddedToATopicAreReadByRunningSubscribers(t *testing.T) 
 	}
 	assert.Len(t, shards, 4)
 }
+
+// A subscription whose saved position fell off the log (retention) goes on
+// from the log's start, without errors.
+func TestSubscribe_PositionBelowTheLogStartResumesAtTheStart(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1, Kafka: shortCommits(100 * time.Millisecond)})
+	produceSpread(t, env, "t", 1, 10, 0)
+	sub := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	ackAll(t, sub, 10, 10*time.Second)
+	require.Eventually(t, func() bool { return env.Committed(t, "s")["t"][0] == 10 }, 5*time.Second, 10*time.Millisecond)
+	require.NoError(t, sub.CloseSend())
+	sub.WaitEnd(5 * time.Second)
+
+	produceSpread(t, env, "t", 1, 20, 10)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	del := kadm.Offsets{}
+	del.AddOffset("t", 0, 25, -1)
+	resp, err := kadm.NewClient(cl).DeleteRecords(ctx, del)
+	require.NoError(t, err)
+	require.NoError(t, resp.Error())
+
+	again := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	msgs := ackAll(t, again, 5, 10*time.Second)
+	assert.Equal(t, 25, seqOf(t, msgs[0]), "resumes at the log start")
+	assert.Empty(t, again.Notices())
+}
