@@ -56,6 +56,7 @@ type Env struct {
 	Registry *prometheus.Registry
 	Gossip   *cluster.Cluster // when Options.Gossip
 	producer *kgo.Client
+	admin    *kadm.Client // for Committed; used from the test goroutine only
 	stop     func()
 	stopOnce sync.Once
 	owner    testing.TB // the test that started the env, which owns its clients
@@ -221,14 +222,17 @@ func (e *Env) Produce(t testing.TB, recs ...*kgo.Record) {
 // topic and partition (absent: none).
 func (e *Env) Committed(t testing.TB, subscription string) map[string]map[int32]int64 {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
-	if err != nil {
-		t.Fatal(err)
+	if e.admin == nil {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.owner.Cleanup(cl.Close)
+		e.admin = kadm.NewClient(cl)
 	}
-	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := kadm.NewClient(cl).FetchOffsets(ctx, kafka.DefaultConfig().GroupPrefix+subscription)
+	resp, err := e.admin.FetchOffsets(ctx, kafka.DefaultConfig().GroupPrefix+subscription)
 	out := map[string]map[int32]int64{}
 	if err != nil {
 		if errors.Is(err, kerr.GroupIDNotFound) {
