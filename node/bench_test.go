@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -101,7 +103,7 @@ func BenchmarkPublish(b *testing.B) {
 // directly with franz-go (committing every 1000 records, as streamgate does)
 // and through streamgate, in one run. Compare msgs/s.
 func BenchmarkSubscribe(b *testing.B) {
-	const shards = 8
+	shards := benchShards()
 	env := testenv.Start(b, testenv.Options{Partitions: shards})
 	run := 0
 	fill := func(b *testing.B) string {
@@ -184,4 +186,13 @@ func BenchmarkSubscribe(b *testing.B) {
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
+}
+
+// benchShards is the shard count of BenchmarkSubscribe: 8, or
+// STREAMGATE_BENCH_SHARDS.
+func benchShards() int {
+	if n, err := strconv.Atoi(os.Getenv("STREAMGATE_BENCH_SHARDS")); err == nil && n > 0 {
+		return n
+	}
+	return 8
 }
