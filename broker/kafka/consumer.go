@@ -757,7 +757,11 @@ func (h *healthHook) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ t
 }
 
 func (h *healthHook) err() error {
-	if f := h.lastFail.Load(); f != 0 && f > h.lastOK.Load() {
+	// Fetch responses arrive at least every FetchMaxWait while the
+	// brokers answer; a failed connect (say, to a dead seed among live
+	// brokers) counts only once they have stopped for a second.
+	ok := h.lastOK.Load()
+	if f := h.lastFail.Load(); f != 0 && f > ok && time.Since(time.Unix(0, ok)) > time.Second {
 		return fmt.Errorf("connecting to the broker: %w", *h.failErr.Load())
 	}
 	return nil
