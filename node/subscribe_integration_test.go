@@ -729,3 +729,30 @@ func TestSubscribe_PositionBelowTheLogStartResumesAtTheStart(t *testing.T) {
 	assert.Equal(t, 25, seqOf(t, msgs[0]), "resumes at the log start")
 	assert.Empty(t, again.Notices())
 }
+
+// A broker that cannot be reached at all (franz-go's polls just come back
+// empty): subscribers get UNAVAILABLE notices, and delivery resumes with
+// nothing lost when it comes back.
+func TestSubscribe_UnreachableBrokerGivesUnavailableNoticesThenDeliveryResumes(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2, Proxied: true,
+		Node: func(c *node.Config) { c.NoticeInterval = 200 * time.Millisecond }})
+	sub := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	produceSpread(t, env, "t", 2, 20, 0)
+	ackAll(t, sub, 20, 10*time.Second)
+
+	env.Proxy.Stop()
+	sub.WaitFor(15*time.Second, "an UNAVAILABLE notice", func() bool {
+		return slices.ContainsFunc(sub.Notices(), func(n *pb.Notice) bool {
+			return n.GetStatus().GetCode() == int32(codes.Unavailable) && !n.GetTerminal()
+		})
+	})
+	env.Proxy.Start(t)
+	sub.WaitFor(15*time.Second, "an OK notice", func() bool {
+		return slices.ContainsFunc(sub.Notices(), func(n *pb.Notice) bool { return n.GetStatus().GetCode() == int32(codes.OK) })
+	})
+	produceSpread(t, env, "t", 2, 20, 20)
+	msgs := ackAll(t, sub, 40, 15*time.Second)
+	assertShardOrder(t, msgs)
+	ended, _ := sub.Ended()
+	assert.False(t, ended)
+}

@@ -41,6 +41,9 @@ type Options struct {
 	Join   []string
 	// GossipConfig, when set, adjusts the member's configuration.
 	GossipConfig func(*cluster.Config)
+	// Proxied puts a TCP proxy between every client and the broker
+	// (Env.Proxy), so a test can make the broker unreachable.
+	Proxied bool
 	// NodeName names the node (default "test-node").
 	NodeName string
 }
@@ -55,6 +58,7 @@ type Env struct {
 	Client   *client.Client
 	Registry *prometheus.Registry
 	Gossip   *cluster.Cluster // when Options.Gossip
+	Proxy    *Proxy           // when Options.Proxied
 	producer *kgo.Client
 	admin    *kadm.Client // for Committed; used from the test goroutine only
 	stop     func()
@@ -83,9 +87,13 @@ func Start(t testing.TB, o Options) *Env {
 	if o.Partitions == 0 {
 		o.Partitions = 8
 	}
+	var proxy *Proxy
 	broker := o.Cluster
 	if broker == nil {
 		opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(o.Partitions)}
+		if o.Proxied {
+			opts = append(opts, kfake.ListenFn(proxiedListen(t, &proxy)))
+		}
 		if len(o.Topics) > 0 {
 			opts = append(opts, kfake.SeedTopics(int32(o.Partitions), o.Topics...))
 		}
@@ -96,7 +104,7 @@ func Start(t testing.TB, o Options) *Env {
 		t.Cleanup(broker.Close)
 	}
 	var err error
-	e := &Env{owner: t, Cluster: broker, Brokers: broker.ListenAddrs(), Registry: prometheus.NewRegistry()}
+	e := &Env{owner: t, Proxy: proxy, Cluster: broker, Brokers: broker.ListenAddrs(), Registry: prometheus.NewRegistry()}
 
 	kcfg := kafka.DefaultConfig(e.Brokers...)
 	kcfg.Registerer = e.Registry
@@ -311,3 +319,28 @@ func WaitConverged(t testing.TB, envs ...*Env) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// proxiedListen makes kfake listen on a port of its own and advertise a
+// proxy in front of it, so that every client goes through the proxy.
+func proxiedListen(t testing.TB, proxy **Proxy) func(string, string) (net.Listener, error) {
+	return func(network, _ string) (net.Listener, error) {
+		ln, err := net.Listen(network, "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		*proxy = newProxy(t, ln.Addr().String())
+		return &advertisedListener{Listener: ln, addr: advertisedAddr((*proxy).Addr)}, nil
+	}
+}
+
+type advertisedListener struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (a *advertisedListener) Addr() net.Addr { return a.addr }
+
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
