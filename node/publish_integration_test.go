@@ -321,3 +321,29 @@ func TestPublish_ResultsCarryRequestIDsAndEmptyRequestsAreHarmless(t *testing.T)
 	}
 	assert.NotEqual(t, got[0].GetMessageId(), got[1].GetMessageId())
 }
+
+// An unreachable broker fails each message with UNAVAILABLE after the
+// publish timeout, never silence; publishing works again when it returns.
+func TestPublish_UnreachableBrokerFailsEachMessageWithUnavailableAfterTheTimeout(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Proxied: true,
+		Kafka: func(c *kafka.Config) { c.PublishTimeout = time.Second }})
+	msgs := []client.Message{{RequestID: "a", Topic: "t", Payload: []byte("1")}, {RequestID: "b", Topic: "t", Payload: []byte("2")}}
+	for _, r := range publish(t, env.Client, msgs, 2) {
+		require.Equal(t, codes.OK, r.Code, r.Error)
+	}
+	env.Proxy.Stop()
+	start := time.Now()
+	for _, r := range publish(t, env.Client, msgs, 2) {
+		assert.Equal(t, codes.Unavailable, r.Code, r.Error)
+	}
+	elapsed := time.Since(start)
+	t.Logf("UNAVAILABLE after %s with a 1s publish timeout", elapsed.Round(time.Millisecond))
+	assert.Less(t, elapsed, 10*time.Second, "fails about the publish timeout after, not when the broker returns")
+	env.Proxy.Start(t)
+	start = time.Now()
+	require.Eventually(t, func() bool {
+		rs := publish(t, env.Client, msgs[:1], 1)
+		return rs["a"].Code == codes.OK
+	}, 20*time.Second, 100*time.Millisecond, "publishing works again")
+	t.Logf("publishing worked again %s after the broker came back", time.Since(start).Round(time.Millisecond))
+}

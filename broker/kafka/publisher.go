@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kprom"
@@ -52,6 +53,9 @@ func (b *Broker) commonOpts() []kgo.Opt {
 		kgo.SeedBrokers(b.cfg.Brokers...),
 		kgo.ClientID(b.cfg.ClientID),
 		kgo.WithLogger(newLogger(b.cfg.Logger)),
+		// After a broker comes back, metadata is refreshed at most this
+		// often (franz-go's default of 5s delays recovery by as much).
+		kgo.MetadataMinAge(time.Second),
 	}
 }
 
@@ -74,6 +78,12 @@ func (b *Broker) producerOpts() []kgo.Opt {
 		// metadata retries (FACTS.md).
 		kgo.UnknownTopicRetries(0),
 		kgo.RecordDeliveryTimeout(b.cfg.PublishTimeout),
+		// API.md promises UNAVAILABLE after the publish timeout even when a
+		// request is in flight to a broker that vanished; idempotency
+		// alone would wait for its outcome forever. The cost: a message
+		// failed that way may have been written, so a client that
+		// publishes it again can make a duplicate (at-least-once).
+		kgo.AllowIdempotentProduceCancellation(),
 		kgo.ProducerBatchMaxBytes(int32(b.cfg.MaxMessageBytes)+1024),
 		kgo.ProducerLinger(0),
 	)
