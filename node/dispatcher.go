@@ -688,6 +688,9 @@ func (s *subscription) polled(r pollResult) {
 		s.addBuffered(1)
 	}
 	now := time.Now()
+	if len(s.fetching) == 0 {
+		r.err = nil // a poll from before this node stopped reading: nothing to report
+	}
 	switch {
 	case r.err != nil:
 		if s.pollErr == nil || now.Sub(s.lastNotice) >= s.cfg.NoticeInterval {

@@ -126,6 +126,9 @@ type partState struct {
 	retryAt time.Time
 	fails   int  // consecutive fetch failures, for backoff
 	release bool // Release asked for it: commit it and forget it
+	// epoch changes whenever fetching of the partition stops or restarts
+	// at a position of ours: records a poll got before that are stale.
+	epoch uint64
 }
 
 // consumer implements broker.Consumer.
@@ -186,6 +189,7 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 			remove[k.topic] = append(remove[k.topic], k.partition)
 		}
 		ps.phase = phaseStopped
+		ps.epoch++
 	}
 	if len(remove) > 0 {
 		// Acks for what is in flight still count; Release saves the
@@ -200,6 +204,12 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error) {
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
+	c.mu.Lock()
+	epochs := make(map[tp]uint64, len(c.parts))
+	for k, ps := range c.parts {
+		epochs[k] = ps.epoch
+	}
+	c.mu.Unlock()
 	fs := c.cl.PollRecords(pctx, max)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -224,20 +234,41 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 	})
 
 	var out []broker.Delivery
+	restart := map[tp]bool{}
 	pause := map[string][]int32{}
 	remove := map[string][]int32{}
 	now := time.Now()
 	c.mu.Lock()
 	fs.EachRecord(func(r *kgo.Record) {
-		ps := c.parts[tp{r.Topic, r.Partition}]
+		k := tp{r.Topic, r.Partition}
+		ps := c.parts[k]
 		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
-			return // removed or failed since: fetched again from tr.next
+			return // stopped or failed since: fetched again from tr.next when wanted
+		}
+		if ps.epoch != epochs[k] {
+			// Restarted while this poll ran: the record may be from before
+			// the restart. Fetch the partition again from our position.
+			restart[k] = true
+			return
 		}
 		if ps.tr.fetched(r.Offset) {
 			out = append(out, toDelivery(r))
 		}
 		ps.fails = 0
 	})
+	if len(restart) > 0 {
+		rm := map[string][]int32{}
+		add := map[string]map[int32]kgo.Offset{}
+		for k := range restart {
+			ps := c.parts[k]
+			rm[k.topic] = append(rm[k.topic], k.partition)
+			addOffset(add, k, ps.tr.next)
+			ps.phase = phaseFetching
+			ps.epoch++
+		}
+		c.removeLocked(rm)
+		c.cl.AddConsumePartitions(add)
+	}
 	for k, ps := range c.parts {
 		if ps.phase == phaseFetching && ps.tr.uncommitted() > int64(c.b.cfg.MaxBufferedPerShard) {
 			ps.phase = phasePaused
@@ -246,10 +277,11 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 	}
 	for _, k := range failed {
 		ps := c.parts[k]
-		if ps == nil || ps.tr == nil || ps.phase == phaseFailed {
-			continue
+		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
+			continue // stopped or failed already: not fetched, nothing to re-subscribe
 		}
 		ps.phase = phaseFailed
+		ps.epoch++
 		ps.fails++
 		ps.retryAt = now.Add(backoff(ps.fails))
 		remove[k.topic] = append(remove[k.topic], k.partition)
@@ -500,6 +532,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 				continue
 			}
 			ps.phase = phaseFetching
+			ps.epoch++
 			addOffset(add, k, ps.tr.next)
 		case ps.phase == phaseStopped && ps.tr == nil:
 			ps.phase = phaseLoading
@@ -512,6 +545,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 			ps.tr.rewind()
 			ps.release = false
 			ps.phase = phaseFetching
+			ps.epoch++
 			addOffset(add, k, ps.tr.next)
 		}
 	}

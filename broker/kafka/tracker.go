@@ -55,11 +55,23 @@ func (t *tracker) fetched(offset int64) bool {
 	if offset < t.next {
 		return false
 	}
+	prev := t.next
 	t.next = offset + 1
-	if n := len(t.entries); n > 0 && offset <= t.entries[n-1].offset {
-		// Fetched again after a rewind: deliver it again unless acked.
+	if n := len(t.entries); n > 0 && t.entries[n-1].offset >= prev {
+		// Fetched again after a rewind (records come back in order). An
+		// un-acked entry the log skipped is gone (compacted away): nothing
+		// will ever ack it, so it must not hold the commit back.
 		i, found := t.find(offset)
-		return found && !t.entries[i].acked
+		deliver := found && !t.entries[i].acked
+		for j := range i {
+			if e := &t.entries[j]; e.offset >= prev && !e.acked {
+				e.acked = true
+			}
+		}
+		t.dropAcked()
+		if found || i < n {
+			return deliver // a new record cannot fall between two fetched ones
+		}
 	}
 	for len(t.preacked) > 0 && t.preacked[0] < offset {
 		t.preacked = t.preacked[1:] // gone from the log (compaction)
@@ -95,17 +107,25 @@ func (t *tracker) ack(offset int64) bool {
 	t.entries[i].acked = true
 	t.acks++
 	if i == 0 {
-		n := 0
-		for n < len(t.entries) && t.entries[n].acked {
-			n++
-		}
-		// Drop the acked prefix; reuse the array unless it is mostly slack.
-		t.entries = t.entries[n:]
-		if cap(t.entries) > 64 && len(t.entries) < cap(t.entries)/4 {
-			t.entries = slices.Clone(t.entries)
-		}
+		t.dropAcked()
 	}
 	return true
+}
+
+// dropAcked drops the acked prefix; it reuses the array unless it is
+// mostly slack.
+func (t *tracker) dropAcked() {
+	n := 0
+	for n < len(t.entries) && t.entries[n].acked {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	t.entries = t.entries[n:]
+	if cap(t.entries) > 64 && len(t.entries) < cap(t.entries)/4 {
+		t.entries = slices.Clone(t.entries)
+	}
 }
 
 // commitPoint is how far a commit may go, and the acks above it.

@@ -158,3 +158,24 @@ func TestTracker_RewindRedeliversOnlyWhatIsNotAcked(t *testing.T) {
 	require.EqualValues(t, 2, at)
 	require.Equal(t, []int64{3, 4}, above)
 }
+
+func TestTracker_RecordsCompactedAwayBeforeARefetchDoNotHoldTheCommit(t *testing.T) {
+	tr := newTracker(0, nil)
+	for o := int64(0); o < 6; o++ {
+		tr.fetched(o)
+	}
+	tr.ack(0)
+	tr.rewind() // next = 1
+	// The log no longer has 1 and 2: the refetch starts at 3.
+	require.True(t, tr.fetched(3))
+	at, _ := tr.commitPoint()
+	require.EqualValues(t, 3, at, "1 and 2 are gone; 3 holds the commit")
+	require.True(t, tr.fetched(4))
+	require.True(t, tr.fetched(5))
+	require.True(t, tr.fetched(6), "new records after the refetch")
+	for _, o := range []int64{3, 4, 5, 6} {
+		require.True(t, tr.ack(o))
+	}
+	at, _ = tr.commitPoint()
+	require.EqualValues(t, 7, at)
+}
