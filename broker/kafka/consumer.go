@@ -701,8 +701,9 @@ func (c *consumer) commit(ctx context.Context) error {
 	offsets := kadm.Offsets{}
 	snap := map[tp]pending{}
 	c.mu.Lock()
+	refresh := c.refresh
 	for k, ps := range c.parts {
-		if ps.tr == nil || !(ps.unsaved || ps.tr.dirty() || ps.release || c.refresh) {
+		if ps.tr == nil || !(ps.unsaved || ps.tr.dirty() || ps.release || refresh) {
 			continue
 		}
 		at, above := ps.tr.commitPoint()
@@ -720,7 +721,9 @@ func (c *consumer) commit(ctx context.Context) error {
 	}
 	resume := map[string][]int32{}
 	c.mu.Lock()
-	c.refresh = false
+	if refresh {
+		c.refresh = false // only a commit that included every position clears it
+	}
 	var firstErr error
 	total := 0
 	for k, p := range snap {
