@@ -13,9 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc/codes"
 
-	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/internal/testenv"
-	"github.com/streamgate/streamgate/node"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 	"github.com/streamgate/streamgate/ring"
 )
@@ -320,9 +318,6 @@ func TestCluster_DifferentTopicSetsOnDifferentNodesRefuseTheLaterWithFailedPreco
 	ended, _ := first.Ended()
 	assert.False(t, ended)
 }
-
-var _ = kafka.DefaultConfig
-var _ = node.DefaultConfig
 
 // A node whose seeds do not answer may be cut off from a running cluster:
 // it reads nothing (and says it is not ready) until one does.

@@ -82,9 +82,5 @@ func (l *localState) set(name string, st cluster.SubscriptionState, gone bool) {
 	} else {
 		l.subs[name] = st
 	}
-	all := make(map[string]cluster.SubscriptionState, len(l.subs))
-	for k, v := range l.subs {
-		all[k] = v
-	}
-	l.m.SetLocal(all)
+	l.m.SetLocal(l.subs) // it copies the map; mu keeps the order of updates
 }

@@ -68,7 +68,7 @@ func Start(cfg Config) (*Broker, error) {
 	} else if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	adv := &advertised{Listener: ln, addr: advertisedAddr(net.JoinHostPort(host, port))}
+	adv := Advertise(ln, net.JoinHostPort(host, port))
 	used := false
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
@@ -108,6 +108,12 @@ func (b *Broker) Port() int {
 	_, p, _ := net.SplitHostPort(b.addr)
 	n, _ := strconv.Atoi(p)
 	return n
+}
+
+// Advertise wraps ln so that its Addr reports addr: kfake advertises its
+// listener's address to clients and has no option of its own for it.
+func Advertise(ln net.Listener, addr string) net.Listener {
+	return &advertised{Listener: ln, addr: advertisedAddr(addr)}
 }
 
 type advertised struct {

@@ -20,6 +20,7 @@ import (
 	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/cluster"
+	"github.com/streamgate/streamgate/internal/devbroker"
 	"github.com/streamgate/streamgate/node"
 )
 
@@ -329,18 +330,6 @@ func proxiedListen(t testing.TB, proxy **Proxy) func(string, string) (net.Listen
 			return nil, err
 		}
 		*proxy = newProxy(t, ln.Addr().String())
-		return &advertisedListener{Listener: ln, addr: advertisedAddr((*proxy).Addr)}, nil
+		return devbroker.Advertise(ln, (*proxy).Addr), nil
 	}
 }
-
-type advertisedListener struct {
-	net.Listener
-	addr net.Addr
-}
-
-func (a *advertisedListener) Addr() net.Addr { return a.addr }
-
-type advertisedAddr string
-
-func (a advertisedAddr) Network() string { return "tcp" }
-func (a advertisedAddr) String() string  { return string(a) }
