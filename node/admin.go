@@ -96,16 +96,12 @@ func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.Describ
 				claims[c] = node
 			}
 		}
-	} else {
-		for _, sub := range a.subs.open() {
-			if sub.name != name {
-				continue
-			}
-			for _, si := range local {
-				if si.claimed {
-					claims[shardName(si.shard)] = a.cfg.NodeName
-				}
-			}
+	} else if st, ok := a.subs.local.get(name); ok {
+		for _, sub := range st.Subscribers {
+			addSub(sub.ID, a.cfg.NodeName, sub.Topics, sub.OpenedAt)
+		}
+		for _, c := range st.Claims {
+			claims[c] = a.cfg.NodeName
 		}
 	}
 	if len(resp.Subscribers) == 0 && len(claims) == 0 && len(local) == 0 {

@@ -64,7 +64,8 @@ func remoteOf(v cluster.View, name string) remoteState {
 }
 
 // localState gathers every subscription's local state and publishes the
-// whole to the cluster (which versions and spreads it).
+// whole to the cluster (which versions and spreads it); without a cluster
+// it is what the Admin service reports.
 type localState struct {
 	m    Membership
 	mu   sync.Mutex // guards subs
@@ -72,9 +73,6 @@ type localState struct {
 }
 
 func (l *localState) set(name string, st cluster.SubscriptionState, gone bool) {
-	if l.m == nil {
-		return
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if gone {
@@ -82,5 +80,15 @@ func (l *localState) set(name string, st cluster.SubscriptionState, gone bool) {
 	} else {
 		l.subs[name] = st
 	}
-	l.m.SetLocal(l.subs) // it copies the map; mu keeps the order of updates
+	if l.m != nil {
+		l.m.SetLocal(l.subs) // it copies the map; mu keeps the order of updates
+	}
+}
+
+// get returns one subscription's local state.
+func (l *localState) get(name string) (cluster.SubscriptionState, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.subs[name]
+	return st, ok
 }

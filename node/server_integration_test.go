@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/testenv"
@@ -80,4 +81,24 @@ func TestInterop_PublishThroughStreamgateReadBackWithKcat(t *testing.T) {
 	slices.Sort(got)
 	slices.Sort(want)
 	assert.Equal(t, want, got)
+}
+
+func TestAdmin_DescribeSubscriptionOnASingleNodeShowsOwnersReadersAndBacklog(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2})
+	sub := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	var info *client.SubscriptionInfo
+	require.Eventually(t, func() bool {
+		var err error
+		info, err = env.Client.DescribeSubscription(context.Background(), "s")
+		return err == nil && len(info.Shards) == 2 && info.Shards[0].ClaimedBy != "" && info.Shards[1].ClaimedBy != ""
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, []string{"t"}, info.Topics)
+	require.Len(t, info.Subscribers, 1)
+	for _, sh := range info.Shards {
+		assert.Equal(t, sub.Opened.GetSubscriberId(), sh.SubscriberID)
+		assert.Equal(t, "test-node", sh.ClaimedBy)
+		assert.EqualValues(t, 0, sh.Backlog)
+	}
+	_, err := env.Client.DescribeSubscription(context.Background(), "nobody")
+	assert.Equal(t, codes.NotFound, status.Code(err))
 }
