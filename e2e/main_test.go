@@ -89,12 +89,15 @@ func runTests(m *testing.M) int {
 	return code
 }
 
-// requireDocker skips t when TestMain found no Docker engine.
+// requireDocker skips t when TestMain found no Docker engine, and builds
+// the image otherwise: callers start their deadlines after it, since a
+// build on a cold cache alone can take minutes.
 func requireDocker(t *testing.T) {
 	t.Helper()
 	if skipReason != "" {
 		t.Skip(skipReason)
 	}
+	streamgateImage(t)
 }
 
 // connectDocker returns a provider for the engine testcontainers finds
@@ -164,7 +167,9 @@ func streamgateImage(t *testing.T) string {
 // folder holding only the Dockerfile and the binary, since the whole folder
 // is sent to the engine.
 func buildImage() (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// Generous: with empty Go caches the build alone has taken over 5
+	// minutes here while other test binaries ran beside it.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	dir, err := os.MkdirTemp("", "streamgate-e2e-")
 	if err != nil {
