@@ -103,6 +103,11 @@ type Delivery struct {
 	Shard       ShardID
 	Message     Message
 	PublishTime time.Time
+	// Attempts counts the deliveries of this message before this fetch,
+	// as saved with the shard's position (0: never delivered). The node
+	// reports each delivery with Consumer.Delivered, so the count survives
+	// a move of the shard to another node and a restart.
+	Attempts uint32
 }
 
 // SubscriptionSpec names a subscription and what it reads.
@@ -110,6 +115,14 @@ type SubscriptionSpec struct {
 	Name   string
 	Topics []string
 	Start  StartPosition
+	// Standing, when set, reports whether this node may still act as the
+	// reader of the shards it was assigned: false while its membership of
+	// the cluster is in doubt (it was frozen, cut off, or suspected), when
+	// another node may be taking its shards over. The consumer saves no
+	// position while it is false. It is called from the consumer's own
+	// goroutines, right before each save, and must be cheap and
+	// non-blocking. nil: always true (a node without a cluster).
+	Standing func() bool
 }
 
 // Subscriber opens the consume side of the backend, one Consumer per
@@ -118,9 +131,38 @@ type Subscriber interface {
 	// Shards lists the shards of the topics, failing with ErrTopicNotFound
 	// when one does not exist.
 	Shards(ctx context.Context, topics []string) ([]ShardID, error)
+	// Prepare makes the subscription exist: every one of shards gets a
+	// saved position, the spec's start where it had none. Prepares that
+	// run at once on several nodes agree on one position per shard. The
+	// node calls it before it answers a subscriber's open, so that every
+	// message published after that answer is delivered.
+	Prepare(ctx context.Context, spec SubscriptionSpec, shards []ShardID) error
 	// Consume opens a consumer for spec. It fetches nothing until Assign
 	// gives it shards.
 	Consume(ctx context.Context, spec SubscriptionSpec) (Consumer, error)
+}
+
+// ShardEventKind says what happened to a shard under its reader.
+type ShardEventKind int
+
+const (
+	// ShardLost: another reader has taken the shard (this consumer's saves
+	// of it were fenced). The consumer has forgotten it; the node stops
+	// delivering it, and the messages of it in flight are void: their acks
+	// are ignored, and the new reader delivers them again.
+	ShardLost ShardEventKind = iota + 1
+	// ShardReset: the shard's log changed under the reader (its topic was
+	// deleted and created again, or the log was truncated). The consumer
+	// reads it again from its position in the new log; messages of it in
+	// flight or fetched before are void.
+	ShardReset
+)
+
+// ShardEvent reports a change of one shard that the node must act on.
+type ShardEvent struct {
+	Shard  ShardID
+	Kind   ShardEventKind
+	Reason string
 }
 
 // Consumer reads the shards this node owns for one subscription and keeps
@@ -128,8 +170,15 @@ type Subscriber interface {
 // is saved (Kafka: committed offsets) and when a busy shard stops being
 // fetched are the backend's business.
 //
-// Assign and Ack may be called from any goroutine; Poll from one goroutine
-// at a time. Close stops everything and saves the acked position.
+// Saves are fenced: when a reader starts reading a shard it takes the
+// shard's owner fence, which makes every later save by an earlier reader
+// fail, so a reader that was frozen or cut off can never move a saved
+// position backwards. A consumer whose save is fenced forgets the shard and
+// reports ShardLost.
+//
+// Assign, Release, Delivered, Ack, Confirm and TakeEvents may be called
+// from any goroutine; Poll from one goroutine at a time. Close stops
+// everything and saves the acked position.
 type Consumer interface {
 	// Assign sets the shards this node reads. It returns at once; shards
 	// that arrive start at the saved position (skipping messages acked
@@ -139,17 +188,41 @@ type Consumer interface {
 	// last acked message (the node dropped what it had not delivered).
 	Assign(shards []ShardID)
 	// Release saves the acked position of shards no longer assigned and
-	// forgets them, retrying until it succeeds or ctx ends. After it
-	// returns nil, another node may read the shards from that position.
+	// forgets them, retrying until it succeeds or ctx ends. The position
+	// saved includes every ack applied before the call. Only these shards'
+	// saves matter: another shard that fails to save does not hold them. A
+	// shard whose save is fenced (another reader has it already) counts as
+	// released. After it returns nil, another node may read the shards
+	// from that position.
 	Release(ctx context.Context, shards []ShardID) error
 	// Poll waits up to about a second for fetched messages, returning at
 	// most max. While the backend fails to fetch, Poll returns an error
 	// wrapping ErrUnavailable (with any messages that did arrive) and the
 	// consumer re-subscribes with backoff until fetching works again.
 	Poll(ctx context.Context, max int) ([]Delivery, error)
+	// Delivered records that messages were handed to a subscriber (once
+	// per delivery), so that their attempt counts are saved with the
+	// position. Unknown ids are ignored.
+	Delivered(ids ...string)
 	// Ack marks delivered messages done. Unknown or repeated ids are
 	// ignored.
 	Ack(ids ...string)
+	// Confirm is called after the node's standing was in doubt, before it
+	// delivers again: it saves the position of each of shards this
+	// consumer reads or holds, with its fence, and returns those another
+	// reader has taken meanwhile (forgotten, as with ShardLost, without an
+	// event). Shards still loading are loaded again. It retries until every
+	// shard is settled or ctx ends.
+	Confirm(ctx context.Context, shards []ShardID) (lost []ShardID, err error)
+	// Abandon forgets shards without saving them: the node learned that
+	// another reader has them. Their acks are ignored from now on.
+	Abandon(shards []ShardID)
+	// Events receives a value (capacity 1, coalesced) when TakeEvents has
+	// something.
+	Events() <-chan struct{}
+	// TakeEvents returns the shard events since the last call, at most one
+	// per shard (the latest).
+	TakeEvents() []ShardEvent
 	// Close saves the acked position (trying until ctx ends) and stops the
 	// consumer. Messages fetched and not acked are fetched again by
 	// whoever reads their shard next.

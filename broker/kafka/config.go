@@ -33,6 +33,10 @@ type Config struct {
 	// committed than this is paused at the broker, and resumed when it has
 	// drained to half. Default 1000.
 	MaxBufferedPerShard int
+	// TopicCheckInterval: how often a consumer checks that its topics still
+	// exist and are the ones it started reading (a topic deleted and
+	// created again is read from the new log's start). Default 10s.
+	TopicCheckInterval time.Duration
 	// GroupPrefix is put before a subscription's name to make its consumer
 	// group id, so that streamgate's groups do not collide with other
 	// applications'. Default "streamgate.".
@@ -55,6 +59,7 @@ func DefaultConfig(brokers ...string) Config {
 		CommitInterval:      5 * time.Second,
 		CommitEvery:         1000,
 		MaxBufferedPerShard: 1000,
+		TopicCheckInterval:  10 * time.Second,
 		GroupPrefix:         "streamgate.",
 	}
 }
@@ -76,6 +81,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("kafka: CommitEvery: must be at least 1, got %d", c.CommitEvery)
 	case c.MaxBufferedPerShard < 2:
 		return fmt.Errorf("kafka: MaxBufferedPerShard: must be at least 2, got %d", c.MaxBufferedPerShard)
+	case c.TopicCheckInterval <= 0:
+		return fmt.Errorf("kafka: TopicCheckInterval: must be positive, got %s", c.TopicCheckInterval)
 	}
 	return nil
 }

@@ -18,10 +18,12 @@ var (
 )
 
 // Broker is the Kafka backend: one idempotent producer shared by every
-// publish stream of the node.
+// publish stream of the node, one client for Prepare's fenced saves, and a
+// client per subscription the node reads.
 type Broker struct {
 	cfg      Config
 	producer *kgo.Client
+	txn      *kgo.Client // fenced saves (Prepare), at pinned versions
 	metrics  *kprom.Metrics
 
 	mu        sync.Mutex // guards consumers and aborted
@@ -44,6 +46,12 @@ func New(cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("kafka: producer: %w", err)
 	}
 	b.producer = producer
+	txn, err := kgo.NewClient(append(b.commonOpts(), kgo.MaxVersions(fencedVersions()))...)
+	if err != nil {
+		producer.Close()
+		return nil, fmt.Errorf("kafka: client: %w", err)
+	}
+	b.txn = txn
 	return b, nil
 }
 
@@ -115,6 +123,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 // Close flushes nothing: unconfirmed messages fail with ErrClosed.
 func (b *Broker) Close() {
 	b.producer.Close()
+	b.txn.Close()
 }
 
 // Abort closes every client at once, saving nothing: what a crash does.
@@ -131,6 +140,7 @@ func (b *Broker) Abort() {
 		c.cl.Close()
 	}
 	b.producer.Close()
+	b.txn.Close()
 }
 
 func (b *Broker) isAborted() bool {

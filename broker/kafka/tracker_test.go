@@ -9,9 +9,9 @@ import (
 )
 
 func TestTracker_CommitStopsAtTheFirstUnackedAndKeepsLaterAcks(t *testing.T) {
-	tr := newTracker(100, nil)
+	tr := newTracker(100, savedMeta{})
 	for o := int64(100); o < 110; o++ {
-		require.True(t, tr.fetched(o))
+		require.True(t, fetched(tr, o))
 	}
 	at, above := tr.commitPoint()
 	require.EqualValues(t, 100, at)
@@ -40,10 +40,10 @@ func TestTracker_CommitStopsAtTheFirstUnackedAndKeepsLaterAcks(t *testing.T) {
 }
 
 func TestTracker_SkipsWhatItsMetadataSaysWasAcked(t *testing.T) {
-	tr := newTracker(10, []int64{12, 13, 15, 5 /* below: ignored */})
+	tr := newTracker(10, savedMeta{acked: []int64{12, 13, 15, 5 /* below: ignored */}})
 	var delivered []int64
 	for o := int64(10); o < 17; o++ {
-		if tr.fetched(o) {
+		if fetched(tr, o) {
 			delivered = append(delivered, o)
 		}
 	}
@@ -58,31 +58,38 @@ func TestTracker_SkipsWhatItsMetadataSaysWasAcked(t *testing.T) {
 }
 
 func TestTracker_PreackedNotYetFetchedStayInTheMetadata(t *testing.T) {
-	tr := newTracker(0, []int64{5, 6})
-	tr.fetched(0)
+	tr := newTracker(0, savedMeta{acked: []int64{5, 6}})
+	fetched(tr, 0)
 	at, above := tr.commitPoint()
 	require.EqualValues(t, 0, at)
 	require.Equal(t, []int64{5, 6}, above)
 }
 
+// fetched is tracker.fetched for tests that only look at whether a record
+// is delivered.
+func fetched(tr *tracker, offset int64) bool {
+	deliver, _ := tr.fetched(offset)
+	return deliver
+}
+
 func TestAckedMetadata_RoundTripsAndStaysUnderKafkasLimit(t *testing.T) {
 	for _, acked := range [][]int64{nil, {5}, {5, 6, 7, 9, 1000, 1001}} {
-		meta := encodeAcked(3, acked)
-		got, err := decodeAcked(3, meta)
+		meta := encodeMeta(3, savedMeta{acked: acked})
+		got, err := decodeMeta(3, meta)
 		require.NoError(t, err)
-		require.Equal(t, acked, got)
+		require.Equal(t, acked, got.acked)
 	}
 	// Every other offset acked: the worst case for runs.
 	var worst []int64
 	for o := int64(1); o < 20000; o += 2 {
 		worst = append(worst, o)
 	}
-	meta := encodeAcked(0, worst)
+	meta := encodeMeta(0, savedMeta{acked: worst})
 	require.LessOrEqual(t, len(meta), 4096)
-	got, err := decodeAcked(0, meta)
+	got, err := decodeMeta(0, meta)
 	require.NoError(t, err)
-	require.Equal(t, worst[:len(got)], got, "what does not fit is left out from the top")
-	_, err = decodeAcked(0, "other-client-metadata")
+	require.Equal(t, worst[:len(got.acked)], got.acked, "what does not fit is left out from the top")
+	_, err = decodeMeta(0, "other-client-metadata")
 	require.ErrorIs(t, err, errBadMeta)
 }
 
@@ -91,12 +98,12 @@ func TestAckedMetadata_RoundTripsAndStaysUnderKafkasLimit(t *testing.T) {
 func TestTracker_RandomAcksNeverCommitPastAnUnackedRecord(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 7))
 	for trial := 0; trial < 200; trial++ {
-		tr := newTracker(0, nil)
+		tr := newTracker(0, savedMeta{})
 		var offsets []int64
 		o := int64(0)
 		for range 1 + r.IntN(200) {
 			o += 1 + int64(r.IntN(3))
-			if tr.fetched(o) {
+			if fetched(tr, o) {
 				offsets = append(offsets, o)
 			}
 		}
@@ -118,29 +125,42 @@ func TestTracker_RandomAcksNeverCommitPastAnUnackedRecord(t *testing.T) {
 }
 
 func FuzzDecodeAcked(f *testing.F) {
-	f.Add(int64(0), encodeAcked(0, []int64{1, 2, 5}))
+	f.Add(int64(0), encodeMeta(0, savedMeta{acked: []int64{1, 2, 5}}))
+	f.Add(int64(3), encodeMeta(3, savedMeta{origin: origin{createdMs: 1700000000000, earliest: true}, acked: []int64{4}, attempts: []attempts{{3, 2}, {5, 1}, {6, 1}}}))
 	f.Add(int64(7), "sg1:")
+	f.Add(int64(7), "sg2:")
 	f.Add(int64(0), "garbage")
 	f.Fuzz(func(t *testing.T, committed int64, meta string) {
 		if committed < 0 || committed > 1<<50 {
 			return
 		}
-		acked, err := decodeAcked(committed, meta)
+		m, err := decodeMeta(committed, meta)
 		if err != nil {
 			return
 		}
-		for i, o := range acked {
-			if o < committed || (i > 0 && o <= acked[i-1]) {
-				t.Fatalf("decoded offsets not ascending above %d: %v", committed, acked)
+		for i, o := range m.acked {
+			if o < committed || (i > 0 && o <= m.acked[i-1]) {
+				t.Fatalf("decoded offsets not ascending above %d: %v", committed, m.acked)
 			}
+		}
+		for i, a := range m.attempts {
+			if a.offset < committed || (i > 0 && a.offset <= m.attempts[i-1].offset) || a.n == 0 {
+				t.Fatalf("decoded delivery counts not ascending above %d: %v", committed, m.attempts)
+			}
+		}
+		if len(meta) > 1000 {
+			return // re-encoding may leave out what is over the size budget
+		}
+		if again, err := decodeMeta(committed, encodeMeta(committed, m)); err != nil || len(again.acked) != len(m.acked) {
+			t.Fatalf("re-encoding %v: %v, %v", m, again, err)
 		}
 	})
 }
 
 func TestTracker_RewindRedeliversOnlyWhatIsNotAcked(t *testing.T) {
-	tr := newTracker(0, nil)
+	tr := newTracker(0, savedMeta{})
 	for o := int64(0); o < 10; o++ {
-		tr.fetched(o)
+		fetched(tr, o)
 	}
 	tr.ack(0)
 	tr.ack(1)
@@ -148,7 +168,7 @@ func TestTracker_RewindRedeliversOnlyWhatIsNotAcked(t *testing.T) {
 	tr.rewind()
 	var again []int64
 	for o := int64(0); o < 12; o++ {
-		if tr.fetched(o) {
+		if fetched(tr, o) {
 			again = append(again, o)
 		}
 	}
@@ -160,19 +180,19 @@ func TestTracker_RewindRedeliversOnlyWhatIsNotAcked(t *testing.T) {
 }
 
 func TestTracker_RecordsCompactedAwayBeforeARefetchDoNotHoldTheCommit(t *testing.T) {
-	tr := newTracker(0, nil)
+	tr := newTracker(0, savedMeta{})
 	for o := int64(0); o < 6; o++ {
-		tr.fetched(o)
+		fetched(tr, o)
 	}
 	tr.ack(0)
 	tr.rewind() // next = 1
 	// The log no longer has 1 and 2: the refetch starts at 3.
-	require.True(t, tr.fetched(3))
+	require.True(t, fetched(tr, 3))
 	at, _ := tr.commitPoint()
 	require.EqualValues(t, 3, at, "1 and 2 are gone; 3 holds the commit")
-	require.True(t, tr.fetched(4))
-	require.True(t, tr.fetched(5))
-	require.True(t, tr.fetched(6), "new records after the refetch")
+	require.True(t, fetched(tr, 4))
+	require.True(t, fetched(tr, 5))
+	require.True(t, fetched(tr, 6), "new records after the refetch")
 	for _, o := range []int64{3, 4, 5, 6} {
 		require.True(t, tr.ack(o))
 	}

@@ -261,6 +261,44 @@ func (e *Env) Committed(t testing.TB, subscription string) map[string]map[int32]
 	return out
 }
 
+// Saved returns a subscription's saved positions, by topic and partition
+// (absent: none), as the Kafka backend wrote them.
+func (e *Env) Saved(t testing.TB, subscription string) map[string]map[int32]kafka.SavedPosition {
+	t.Helper()
+	if e.admin == nil {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.owner.Cleanup(cl.Close)
+		e.admin = kadm.NewClient(cl)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := e.admin.FetchOffsets(ctx, kafka.DefaultConfig().GroupPrefix+subscription)
+	out := map[string]map[int32]kafka.SavedPosition{}
+	if err != nil {
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			return out
+		}
+		t.Fatalf("fetch offsets: %v", err)
+	}
+	resp.Each(func(o kadm.OffsetResponse) {
+		if o.Err != nil || o.At < 0 {
+			return
+		}
+		p, err := kafka.ParseSavedPosition(o.At, o.Metadata)
+		if err != nil {
+			t.Fatalf("saved position of %s/%d: %v", o.Topic, o.Partition, err)
+		}
+		if out[o.Topic] == nil {
+			out[o.Topic] = map[int32]kafka.SavedPosition{}
+		}
+		out[o.Topic][o.Partition] = p
+	})
+	return out
+}
+
 // CreateTopic creates a topic with the given shard count.
 func (e *Env) CreateTopic(t testing.TB, topic string, partitions int) {
 	t.Helper()
@@ -277,6 +315,34 @@ func (e *Env) CreateTopic(t testing.TB, topic string, partitions int) {
 	}
 	if err != nil {
 		t.Fatalf("create topic %q: %v", topic, err)
+	}
+}
+
+// DeleteTopic deletes a topic.
+func (e *Env) DeleteTopic(t testing.TB, topic string) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := kadm.NewClient(cl).DeleteTopic(ctx, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil {
+		t.Fatalf("delete topic %q: %v", topic, err)
+	}
+}
+
+// ResetProducer makes Produce use a new client, for a topic created again
+// (a client keeps the old topic's id).
+func (e *Env) ResetProducer() {
+	if e.producer != nil {
+		e.producer.Close()
+		e.producer = nil
 	}
 }
 
