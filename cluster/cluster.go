@@ -70,6 +70,8 @@ type Cluster struct {
 	t       *table
 	stopped bool
 
+	standing *standing // whether this node may act on its claims
+
 	// contacted: no seeds are configured, or a Join reached at least one
 	// (this node itself counts: the first node of a cluster seeds itself).
 	// Until then the node may be cut off from a running cluster, and
@@ -104,6 +106,7 @@ func Start(cfg Config) (*Cluster, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.derived()
 	cfg.Join = slices.Clone(cfg.Join)
 	cfg.SecretKey = slices.Clone(cfg.SecretKey)
 	logger := cfg.Logger
@@ -127,7 +130,8 @@ func Start(cfg Config) (*Cluster, error) {
 		changes: make(chan struct{}, 1),
 		wake:    make(chan struct{}, 1),
 		sent:    make(chan string),
-		t:       newTable(cfg.NodeName, cfg.GRPCAddr),
+		t:        newTable(cfg.NodeName, cfg.GRPCAddr),
+		standing: newStanding(cfg),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	c.t.bump(time.Now())
@@ -164,8 +168,9 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	c.ml = ml
 
-	c.wg.Add(1)
+	c.wg.Add(2)
 	go c.sendLoop()
+	go c.watchdog()
 	if len(cfg.Join) > 0 {
 		c.wg.Add(1)
 		go c.joinLoop()
@@ -341,23 +346,25 @@ func (c *Cluster) receive(b []byte) {
 	}
 	switch msg.Kind {
 	case kindState, kindSync:
+		c.standing.contact()
 		c.mu.Lock()
-		accepted, outranked := c.t.merge(msg.Records, time.Now())
+		res := c.t.merge(msg.Records, time.Now())
 		replying := msg.WantReply && c.t.owe(msg.From, false)
 		c.mu.Unlock()
-		if accepted > 0 {
-			c.met.updates.Add(float64(accepted))
+		if res.accepted > 0 {
+			c.met.updates.Add(float64(res.accepted))
 			c.signal()
 		}
-		if outranked {
+		if res.outranked {
 			c.log.Warn("another node gossiped a newer state under this node's name; is the name used twice?")
 		}
-		if outranked || replying {
+		if res.announce() || replying {
 			c.kick()
 		}
 	case kindLeaving:
 		c.mu.Lock()
 		changed := c.t.markLeaving(msg.From)
+		c.standing.others.Store(int32(c.t.others()))
 		c.mu.Unlock()
 		if changed {
 			c.log.Info("member is leaving", "member", msg.From)
@@ -382,6 +389,7 @@ func (c *Cluster) suspected(name string) {
 // gossiped deaths are logged here.
 func (c *Cluster) refuted(accusation string) {
 	c.met.refutations.WithLabelValues(accusation).Inc()
+	c.standing.suspected.Store(true)
 	if accusation == "dead" {
 		c.log.Warn("another node declared this one dead; refuted (is this node overloaded?)")
 	}

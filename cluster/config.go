@@ -100,6 +100,29 @@ type Config struct {
 	// Default 2s (LAN: 10s).
 	TCPTimeout time.Duration
 
+	// Standing (standing.go): when this node stops acting on its claims
+	// because the others may be taking them over. The others can declare
+	// it dead no sooner than a probe round and the shortest suspicion
+	// timeout after it went quiet, (SuspicionMult+1) * ProbeInterval (1.2 s
+	// with the defaults); both bounds below must be shorter. 0 derives
+	// each from the failure detection timings.
+
+	// FreezeBound: a process that did not run for longer than this (its
+	// monotonic clock jumped) gives up its standing. Default (0): 3/8 of
+	// (SuspicionMult+1) * ProbeInterval, 450ms.
+	FreezeBound time.Duration
+	// ContactBound: a node that heard nothing from any other member for
+	// longer than this gives up its standing. Default (0): 5/8 of
+	// (SuspicionMult+1) * ProbeInterval, 750ms.
+	ContactBound time.Duration
+	// AloneGrace: a node left without other members after it lost its
+	// standing (its peers died, or it is on the small side of a split)
+	// waits this long before it acts on its claims again, long enough for
+	// the other side of a split to declare it dead and take its shards.
+	// Default (0): (SuspicionMult*SuspicionMaxTimeoutMult+1) *
+	// ProbeInterval, 2.1s.
+	AloneGrace time.Duration
+
 	// Logger receives memberlist's logs and this package's. Default: discard.
 	Logger *slog.Logger
 	// Registerer, if set, receives the streamgate_cluster_* metrics; they
@@ -125,6 +148,27 @@ func DefaultConfig() Config {
 		PushPullInterval:        2 * time.Second,
 		TCPTimeout:              2 * time.Second,
 	}
+}
+
+// minTakeover is the soonest the other members can declare this node dead
+// after it went quiet: a probe round, then the shortest suspicion timeout
+// (fewer than 10 members; more members only lengthen it).
+func (c *Config) minTakeover() time.Duration {
+	return time.Duration(c.SuspicionMult+1) * c.ProbeInterval
+}
+
+// derived fills the standing bounds left at 0.
+func (c Config) derived() Config {
+	if c.FreezeBound == 0 {
+		c.FreezeBound = c.minTakeover() * 3 / 8
+	}
+	if c.ContactBound == 0 {
+		c.ContactBound = c.minTakeover() * 5 / 8
+	}
+	if c.AloneGrace == 0 {
+		c.AloneGrace = time.Duration(c.SuspicionMult*c.SuspicionMaxTimeoutMult+1) * c.ProbeInterval
+	}
+	return c
 }
 
 // maxGRPCAddrLen keeps the node metadata well below memberlist's 512-byte
@@ -178,6 +222,12 @@ func (c *Config) Validate() error {
 		return bad("PushPullInterval", "must be positive: it repairs missed updates (default 2s)")
 	case c.TCPTimeout <= 0:
 		return bad("TCPTimeout", "must be positive (default 2s)")
+	case c.FreezeBound < 0 || c.FreezeBound >= c.minTakeover():
+		return bad("FreezeBound", "must be shorter than (SuspicionMult+1) * ProbeInterval = %s, the soonest the others take this node's shards (0: derived)", c.minTakeover())
+	case c.ContactBound < 0 || c.ContactBound >= c.minTakeover():
+		return bad("ContactBound", "must be shorter than (SuspicionMult+1) * ProbeInterval = %s, the soonest the others take this node's shards (0: derived)", c.minTakeover())
+	case c.AloneGrace < 0:
+		return bad("AloneGrace", "must not be negative (0: derived)")
 	}
 	for i, s := range c.Join {
 		if strings.TrimSpace(s) == "" || strings.ContainsAny(s, " \t,") {

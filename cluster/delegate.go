@@ -74,6 +74,7 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 	c.mu.Lock()
 	isNew := c.t.join(n, grpcAddrOf(n.Meta))
 	c.met.members.Set(float64(len(c.t.members)))
+	c.standing.others.Store(int32(c.t.others()))
 	c.mu.Unlock()
 	if isNew && n.Name != c.cfg.NodeName {
 		c.log.Info("member joined", "member", n.Name, "addr", n.Address())
@@ -87,6 +88,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	c.mu.Lock()
 	known, left := c.t.gone(n.Name)
 	c.met.members.Set(float64(len(c.t.members)))
+	c.standing.others.Store(int32(c.t.others()))
 	c.mu.Unlock()
 	if !known {
 		return
@@ -109,12 +111,18 @@ func (d *delegate) NotifyUpdate(n *memberlist.Node) {
 	c.mu.Unlock()
 }
 
-func (d *delegate) AckPayload() []byte { return nil }
+// AckPayload is called when this node answers another member's probe:
+// word from the cluster, for standing.
+func (d *delegate) AckPayload() []byte {
+	d.c.standing.contact()
+	return nil
+}
 
 // NotifyPingComplete is called when this node's probe of a member got a
 // direct ack: the member answers again, so this node no longer suspects it.
 func (d *delegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
 	c := d.c
+	c.standing.contact()
 	c.mu.Lock()
 	c.t.setSuspect(other.Name, false)
 	c.mu.Unlock()

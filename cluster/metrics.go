@@ -18,6 +18,7 @@ type metrics struct {
 	refutations  *prometheus.CounterVec
 	joinFailures prometheus.Counter
 	sendFailures prometheus.Counter
+	standingLosses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -35,6 +36,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "streamgate_cluster_departures_total",
 			Help: "Members gone, by reason: left (announced) or dead (declared by failure detection).",
 		}, []string{"reason"}),
+		standingLosses: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamgate_cluster_standing_losses_total",
+			Help: "Times this node stopped acting on its claims because its membership was in doubt (frozen, cut off, suspected).",
+		}),
 		suspicions: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "streamgate_cluster_suspicions_total",
 			Help: "Probes of a member by this node that failed and made it suspect.",
@@ -59,7 +64,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	if reg == nil {
 		return m, nil
 	}
-	for _, col := range []prometheus.Collector{m.members, m.updates, m.departures, m.suspicions, m.refutations, m.joinFailures, m.sendFailures} {
+	for _, col := range []prometheus.Collector{m.members, m.updates, m.departures, m.suspicions, m.refutations, m.joinFailures, m.sendFailures, m.standingLosses} {
 		if err := reg.Register(col); err != nil {
 			m.unregister()
 			return nil, fmt.Errorf("cluster: register metrics: %w", err)

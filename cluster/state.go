@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"maps"
 	"slices"
 	"sort"
 	"time"
@@ -26,6 +27,12 @@ type SubscriptionState struct {
 	// Claims are the shard names this node currently claims: it reads them,
 	// or still holds messages of them in flight.
 	Claims []string `json:"claims,omitempty"`
+	// Intents are shard names this node wants to claim. It claims one only
+	// once every live member has acknowledged the intent (NodeState.Acks)
+	// in a state that shows neither a claim of the shard nor an intent
+	// that takes precedence (a lower node name), so that two nodes never
+	// claim one shard at once.
+	Intents []string `json:"intents,omitempty"`
 }
 
 // NodeState is what one node gossips about itself.
@@ -35,6 +42,14 @@ type NodeState struct {
 	Draining bool   `json:"draining,omitempty"`
 	// Subscriptions is keyed by subscription name; never nil in a View.
 	Subscriptions map[string]SubscriptionState `json:"subscriptions,omitempty"`
+	// Ask is the version of this node's state at which it last asked every
+	// member to acknowledge its state (its intents, or its return after
+	// its standing was in doubt); 0: never.
+	Ask uint64 `json:"ask,omitempty"`
+	// Acks holds, per other member, the highest Ask of that member whose
+	// state this node has applied. A member's state with Acks[X] >= X's
+	// ask was made after it saw X's state at that ask.
+	Acks map[string]uint64 `json:"acks,omitempty"`
 }
 
 // View is an immutable snapshot of every live member's state, this node's
@@ -46,6 +61,21 @@ type View struct {
 	// yet (they joined a moment ago). Their claims are unknown, so a shard
 	// that looks unclaimed may still be read by one of them.
 	Unsynced []string
+}
+
+// AckedBy reports whether every other live member has acknowledged this
+// node's state at ask: their latest states, in this view, were made after
+// they saw it.
+func (v View) AckedBy(ask uint64) bool {
+	if len(v.Unsynced) > 0 {
+		return false
+	}
+	for name, st := range v.Nodes {
+		if name != v.Self && st.Acks[v.Self] < ask {
+			return false
+		}
+	}
+	return true
 }
 
 // Member states reported by Members.
@@ -176,7 +206,47 @@ func (t *table) gone(name string) (known, wasLeaving bool) {
 	delete(t.members, name)
 	delete(t.states, name)
 	delete(t.owed, name)
+	if _, ok := t.local.State.Acks[name]; ok {
+		acks := maps.Clone(t.local.State.Acks) // records are never modified once stored
+		delete(acks, name)
+		t.local.State.Acks = acks
+	}
 	return known, wasLeaving
+}
+
+// ask gives the local state a new version that asks every member to
+// acknowledge it, and returns that version.
+func (t *table) ask(now time.Time) uint64 {
+	t.bump(now)
+	t.local.State.Ask = t.local.Version
+	return t.local.Version
+}
+
+// ackedBy reports whether every live member that is not leaving has
+// acknowledged this node's state at ask.
+func (t *table) ackedBy(ask uint64) bool {
+	for name, m := range t.members {
+		if name == t.self || m.leaving {
+			continue
+		}
+		st, ok := t.states[name]
+		if !ok || st.State.Acks[t.self] < ask {
+			return false
+		}
+	}
+	return true
+}
+
+// others counts the live members other than this node that are not
+// leaving.
+func (t *table) others() int {
+	n := 0
+	for name, m := range t.members {
+		if name != t.self && !m.leaving {
+			n++
+		}
+	}
+	return n
 }
 
 // markLeaving drops a member's state when it announces its departure, and
@@ -200,14 +270,26 @@ func (t *table) setSuspect(name string, suspect bool) {
 	}
 }
 
+// mergeResult is what merge did.
+type mergeResult struct {
+	accepted int // records taken
+	// outranked: a record claimed to be a newer version of this node
+	// (another process with the same name, or a previous run of this one);
+	// the local version jumped past it.
+	outranked bool
+	// acked: a member asked for an acknowledgement (NodeState.Ask) that
+	// the local state now gives.
+	acked bool
+}
+
+// announce says whether the local state changed and should be sent again.
+func (r mergeResult) announce() bool { return r.outranked || r.acked }
+
 // merge keeps the records that are newer than what the table holds, and
 // only for live members that are not leaving: a record relayed by another
 // node about a member this node already saw die must not bring it back.
-// It reports how many records it took, and whether a record claimed to be
-// a newer version of this node (another process with the same name, or a
-// previous run of this one): the local version then jumps past it and the
-// caller should announce the local state again.
-func (t *table) merge(recs []record, now time.Time) (accepted int, selfOutranked bool) {
+func (t *table) merge(recs []record, now time.Time) mergeResult {
+	var res mergeResult
 	for _, r := range recs {
 		name := r.State.Name
 		if name == "" {
@@ -217,7 +299,7 @@ func (t *table) merge(recs []record, now time.Time) (accepted int, selfOutranked
 			if r.Version > t.local.Version { // equal: our own record echoed back
 				t.local.Version = r.Version
 				t.bump(now)
-				selfOutranked = true
+				res.outranked = true
 			}
 			continue
 		}
@@ -232,9 +314,21 @@ func (t *table) merge(recs []record, now time.Time) (accepted int, selfOutranked
 			r.State.Subscriptions = map[string]SubscriptionState{}
 		}
 		t.states[name] = r
-		accepted++
+		res.accepted++
+		if r.State.Ask > t.local.State.Acks[name] {
+			acks := maps.Clone(t.local.State.Acks) // records are never modified once stored
+			if acks == nil {
+				acks = map[string]uint64{}
+			}
+			acks[name] = r.State.Ask
+			t.local.State.Acks = acks
+			res.acked = true
+		}
 	}
-	return accepted, selfOutranked
+	if res.acked {
+		t.bump(now) // the acknowledgement is the new local state
+	}
+	return res
 }
 
 // records returns every known record, this node's first: the anti-entropy
@@ -311,13 +405,14 @@ func (t *table) memberList() []Member {
 
 func cloneNode(n NodeState) NodeState {
 	n.Subscriptions = cloneSubs(n.Subscriptions)
+	n.Acks = maps.Clone(n.Acks)
 	return n
 }
 
 func cloneSubs(subs map[string]SubscriptionState) map[string]SubscriptionState {
 	out := make(map[string]SubscriptionState, len(subs))
 	for name, s := range subs {
-		c := SubscriptionState{Claims: slices.Clone(s.Claims)}
+		c := SubscriptionState{Claims: slices.Clone(s.Claims), Intents: slices.Clone(s.Intents)}
 		if s.Subscribers != nil {
 			c.Subscribers = make([]SubscriberInfo, len(s.Subscribers))
 			for i, sub := range s.Subscribers {

@@ -27,19 +27,19 @@ func TestMergeTakesOnlyNewerStatesOfLiveMembers(t *testing.T) {
 	tb.join(mlNode("self"), "")
 	tb.join(mlNode("a"), "")
 
-	n, _ := tb.merge([]record{rec("a", 10, "0")}, now)
+	n := tb.merge([]record{rec("a", 10, "0")}, now).accepted
 	require.Equal(t, 1, n)
-	n, _ = tb.merge([]record{rec("a", 9, "old")}, now)
+	n = tb.merge([]record{rec("a", 9, "old")}, now).accepted
 	assert.Equal(t, 0, n, "older version ignored")
-	n, _ = tb.merge([]record{rec("a", 10, "same")}, now)
+	n = tb.merge([]record{rec("a", 10, "same")}, now).accepted
 	assert.Equal(t, 0, n, "same version ignored")
 	assert.Equal(t, []string{"0"}, tb.states["a"].State.Subscriptions["s"].Claims)
 
-	n, _ = tb.merge([]record{rec("a", 11, "1")}, now)
+	n = tb.merge([]record{rec("a", 11, "1")}, now).accepted
 	assert.Equal(t, 1, n)
 	assert.Equal(t, []string{"1"}, tb.states["a"].State.Subscriptions["s"].Claims)
 
-	n, _ = tb.merge([]record{rec("stranger", 5), {Version: 7}}, now)
+	n = tb.merge([]record{rec("stranger", 5), {Version: 7}}, now).accepted
 	assert.Equal(t, 0, n, "states of non-members and nameless states ignored")
 	assert.NotContains(t, tb.states, "stranger")
 }
@@ -53,7 +53,7 @@ func TestGoneAndLeavingMembersLeaveNothingBehind(t *testing.T) {
 
 	require.True(t, tb.markLeaving("a"))
 	assert.NotContains(t, tb.states, "a", "a leaving member's state goes at once")
-	n, _ := tb.merge([]record{rec("a", 2)}, now)
+	n := tb.merge([]record{rec("a", 2)}, now).accepted
 	assert.Equal(t, 0, n, "anti-entropy must not bring a leaving member back")
 	known, left := tb.gone("a")
 	assert.True(t, known)
@@ -63,7 +63,7 @@ func TestGoneAndLeavingMembersLeaveNothingBehind(t *testing.T) {
 	known, left = tb.gone("b")
 	assert.True(t, known)
 	assert.False(t, left, "a death")
-	n, _ = tb.merge([]record{rec("b", 3)}, now)
+	n = tb.merge([]record{rec("b", 3)}, now).accepted
 	assert.Equal(t, 0, n, "a dead member's state relayed by others is ignored")
 
 	assert.Empty(t, tb.members)
@@ -84,11 +84,11 @@ func TestLocalVersionOutranksItsPreviousRun(t *testing.T) {
 	require.Equal(t, v+1, tb.local.Version, "and grow even if the clock does not")
 	v++
 
-	_, outranked := tb.merge([]record{rec("self", v-5), rec("self", v)}, now)
+	outranked := tb.merge([]record{rec("self", v-5), rec("self", v)}, now).outranked
 	assert.False(t, outranked, "older records and this node's own current one, echoed back, change nothing")
 	assert.Equal(t, v, tb.local.Version)
 	clear(tb.owed)
-	_, outranked = tb.merge([]record{rec("self", v+100)}, now)
+	outranked = tb.merge([]record{rec("self", v+100)}, now).outranked
 	assert.True(t, outranked)
 	assert.Greater(t, tb.local.Version, v+100, "the local version jumps past a newer one seen for this name")
 	assert.Contains(t, tb.owed, "a", "and is announced again")
