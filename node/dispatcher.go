@@ -39,12 +39,14 @@ type subscription struct {
 	metrics *metrics
 	log     *slog.Logger
 	local   *localState
+	members Membership // nil: a node of its own
 
 	events   chan event      // from sessions and the service
 	stop     chan struct{}   // closed by the registry when no stream uses it
 	done     chan struct{}   // closed when run has returned
 	after    <-chan struct{} // a previous incarnation that must finish first
 	released chan releaseResult
+	confirms chan confirmResult
 	quit     chan struct{} // closed when run is leaving: release goroutines give up
 
 	topicsMu   sync.Mutex // guards topicsCopy
@@ -53,6 +55,9 @@ type subscription struct {
 	viewMu   sync.Mutex    // guards nextView
 	nextView *remoteState  // the latest view not yet applied
 	viewCh   chan struct{} // capacity 1: nextView is set
+
+	preparedMu sync.Mutex              // guards prepared
+	prepared   map[broker.ShardID]bool // shards Prepare gave a saved position
 
 	// Owned by run.
 	topics       []string // sorted; fixed while it has sessions
@@ -65,14 +70,19 @@ type subscription struct {
 	ownerID      map[broker.ShardID]string   // every owner, local or remote
 	queues       map[broker.ShardID]*shardQueue
 	known        map[string]bool         // ids queued or in flight: a message is never held twice
-	claimed      map[broker.ShardID]bool // claims this node gossips
-	fetching     []broker.ShardID        // what the consumer was last assigned
+	claimed      map[broker.ShardID]bool   // claims this node gossips
+	intents      map[broker.ShardID]uint64 // shards it wants to claim -> the ask (0: not asked yet)
+	confirmed    uint64                    // the standing epoch whose claims are confirmed
+	confirming   bool                      // a Confirm is running
+	confirmAfter time.Time                 // a failed Confirm is retried after this
+	fetching     []broker.ShardID          // what the consumer was last assigned
 	releasing    map[broker.ShardID]bool
 	releases     sync.WaitGroup
 	releaseCtx   context.Context // ends with the consumer: releases give up
 	releaseStop  context.CancelFunc
 	draining     bool
 	consumer     broker.Consumer
+	consumerEvs  <-chan struct{} // the consumer's Events; nil without one
 	poll         chan pollResult
 	want         chan struct{} // a token: run wants the poller to poll
 	pollStop     context.CancelFunc
@@ -134,20 +144,24 @@ type shardInfo struct {
 	inFlight int
 }
 
-func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, after <-chan struct{}) *subscription {
-	return &subscription{
+func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, members Membership, after <-chan struct{}) *subscription {
+	s := &subscription{
 		name:      name,
 		cfg:       cfg,
 		backend:   backend,
 		metrics:   m,
 		log:       log.With("subscription", name),
 		local:     local,
+		members:   members,
 		events:    make(chan event, 256),
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 		after:     after,
 		released:  make(chan releaseResult),
+		confirms:  make(chan confirmResult),
 		quit:      make(chan struct{}),
+		prepared:  map[broker.ShardID]bool{},
+		intents:   map[broker.ShardID]uint64{},
 		sessions:  map[string]*session{},
 		owner:     map[broker.ShardID]*session{},
 		ownerID:   map[broker.ShardID]string{},
@@ -159,6 +173,12 @@ func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metr
 		poll:      make(chan pollResult, 1),
 		want:      make(chan struct{}, 1),
 	}
+	if members != nil {
+		// Claims from before this incarnation were confirmed by it, or
+		// dropped with its consumer.
+		_, s.confirmed = members.Standing()
+	}
+	return s
 }
 
 // send hands an event to run; false if the subscription has stopped or ctx
@@ -204,6 +224,10 @@ func (s *subscription) run() {
 			s.polled(r)
 		case r := <-s.released:
 			s.afterRelease(r)
+		case r := <-s.confirms:
+			s.afterConfirm(r)
+		case <-s.consumerEvs:
+			s.shardEvents()
 		case <-s.viewCh:
 			s.viewMu.Lock()
 			r := s.nextView
@@ -231,6 +255,7 @@ func (s *subscription) run() {
 			s.local.set(s.name, cluster.SubscriptionState{}, true)
 			return
 		}
+		s.checkStanding()
 		s.dispatch()
 	}
 }
@@ -494,7 +519,7 @@ func (s *subscription) recompute() {
 				continue // claimed again once the release is done
 			}
 			if !s.claimed[sh] {
-				if node := s.remote.claims[shardName(sh)]; node != "" || s.remote.unsynced {
+				if !s.mayClaim(sh) {
 					continue // the previous reader has not let go yet, or may not have
 				}
 				s.claimed[sh] = true
@@ -515,6 +540,12 @@ func (s *subscription) recompute() {
 			away = append(away, sh)
 		}
 	}
+	for sh := range s.intents {
+		if owner[sh] == nil || s.claimed[sh] {
+			delete(s.intents, sh)
+		}
+	}
+	s.askForIntents()
 	if !slices.Equal(fetch, s.fetching) {
 		s.fetching = fetch
 		s.consumer.Assign(fetch)
@@ -541,6 +572,10 @@ func (s *subscription) publish() {
 		st.Claims = append(st.Claims, shardName(sh))
 	}
 	slices.Sort(st.Claims)
+	for sh := range s.intents {
+		st.Intents = append(st.Intents, shardName(sh))
+	}
+	slices.Sort(st.Intents)
 	s.local.set(s.name, st, false)
 }
 
@@ -580,9 +615,11 @@ func (s *subscription) afterRelease(r releaseResult) {
 			s.log.Warn("saving the position of a shard that moved away failed; retrying", "shard", shardName(sh), "err", r.err)
 			continue
 		}
-		delete(s.claimed, sh)
+		if s.claimed[sh] { // not voided meanwhile
+			delete(s.claimed, sh)
+			s.metrics.shardsClaimed.Dec()
+		}
 		delete(s.queues, sh)
-		s.metrics.shardsClaimed.Dec()
 	}
 	s.recompute() // publishes the dropped claims; may claim again
 }
@@ -590,11 +627,19 @@ func (s *subscription) afterRelease(r releaseResult) {
 func (s *subscription) openConsumer() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := s.backend.Consume(ctx, s.spec)
+	spec := s.spec
+	if s.members != nil {
+		spec.Standing = func() bool {
+			ok, _ := s.members.Standing()
+			return ok
+		}
+	}
+	c, err := s.backend.Consume(ctx, spec)
 	if err != nil {
 		return err
 	}
 	s.consumer = c
+	s.consumerEvs = c.Events()
 	s.fetching = nil
 	s.releaseCtx, s.releaseStop = context.WithCancel(context.Background())
 	s.metrics.consumers.Inc()
@@ -653,7 +698,7 @@ func (s *subscription) closeConsumer() {
 	if err := s.consumer.Close(ctx); err != nil {
 		s.log.Warn("closing the backend consumer", "err", err)
 	}
-	s.consumer = nil
+	s.consumer, s.consumerEvs = nil, nil
 	select {
 	case <-s.want:
 	default:
@@ -661,6 +706,8 @@ func (s *subscription) closeConsumer() {
 	s.metrics.consumers.Dec()
 	s.metrics.shardsClaimed.Sub(float64(len(s.claimed)))
 	clear(s.claimed)
+	clear(s.intents)
+	s.confirming = false
 	s.fetching = nil
 	s.queues = map[broker.ShardID]*shardQueue{}
 	clear(s.known)
@@ -684,7 +731,7 @@ func (s *subscription) polled(r pollResult) {
 		}
 		s.known[d.ID] = true
 		s.seq++
-		q.pending = append(q.pending, &message{d: d, seq: s.seq})
+		q.pending = append(q.pending, &message{d: d, seq: s.seq, attempt: d.Attempts})
 		s.addBuffered(1)
 	}
 	now := time.Now()
@@ -790,11 +837,12 @@ func (s *subscription) expire(now time.Time) {
 // dispatch hands queued messages to the shards' owners, within their
 // limits; a shard whose messages are in flight with another session waits.
 func (s *subscription) dispatch() {
-	if len(s.sessions) == 0 || s.draining {
+	if len(s.sessions) == 0 || s.draining || !s.mayDeliver() {
 		return
 	}
 	now := time.Now()
 	out := map[*session][]outgoing{}
+	var ids []string
 	for id, q := range s.queues {
 		if len(q.pending) == 0 {
 			continue
@@ -813,12 +861,16 @@ func (s *subscription) dispatch() {
 			m.holder = owner
 			owner.inflight[m.d.ID] = m
 			out[owner] = append(out[owner], outgoing{d: &m.d, attempt: m.attempt})
+			ids = append(ids, m.d.ID)
 		}
 		clear(q.pending[:n])
 		q.pending = q.pending[n:]
 		q.holder = owner
 		q.held += n
 		s.addBuffered(-n)
+	}
+	if len(ids) > 0 {
+		s.consumer.Delivered(ids...) // before the subscriber can ack them
 	}
 	for sess, msgs := range out {
 		sess.out.push(msgs)
@@ -832,7 +884,7 @@ func (s *subscription) dispatch() {
 // hungry says whether a subscriber could take more than is queued for it,
 // or the backend is failing (polls tell when it recovers).
 func (s *subscription) hungry() bool {
-	if s.consumer == nil || len(s.fetching) == 0 {
+	if s.consumer == nil || len(s.fetching) == 0 || !s.mayDeliver() {
 		return false
 	}
 	if s.pollErr != nil {

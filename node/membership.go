@@ -2,6 +2,7 @@ package node
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -22,6 +23,13 @@ type Membership interface {
 	// Joined: the node has reached its cluster (no seeds, or a seed
 	// answered). Until then it claims nothing and is not ready.
 	Joined() bool
+	// Standing reports whether the node may act on its claims now, and
+	// how often it lost its standing so far (cluster/standing.go). It is
+	// cheap and safe to call from any goroutine.
+	Standing() (bool, uint64)
+	// Ask gives the node's state a new version that every member must
+	// acknowledge (View.AckedBy), and returns it.
+	Ask() uint64
 }
 
 var _ Membership = (*cluster.Cluster)(nil)
@@ -34,23 +42,34 @@ type remoteSub struct {
 
 // remoteState is what other members say about one subscription.
 type remoteState struct {
-	subs   []remoteSub
-	claims map[string]string // shard name -> claiming node
+	subs    []remoteSub
+	claims  map[string]string   // shard name -> claiming node
+	intents map[string][]string // shard name -> nodes that want to claim it
+	// acked is the lowest ask of this node that every other member has
+	// acknowledged (MaxUint64 when there are none).
+	acked uint64
 	// unsynced: a live member's state has not arrived yet, so its claims
 	// are unknown; claim nothing new until it has.
 	unsynced bool
 }
 
+// ackedBy says whether every other member has acknowledged ask.
+func (r *remoteState) ackedBy(ask uint64) bool { return !r.unsynced && r.acked >= ask }
+
 // remoteOf extracts one subscription's remote state from a view.
 func remoteOf(v cluster.View, name string) remoteState {
-	r := remoteState{claims: map[string]string{}, unsynced: len(v.Unsynced) > 0}
+	r := remoteState{claims: map[string]string{}, intents: map[string][]string{}, acked: math.MaxUint64, unsynced: len(v.Unsynced) > 0}
 	for node, st := range v.Nodes {
 		if node == v.Self {
 			continue
 		}
+		r.acked = min(r.acked, st.Acks[v.Self])
 		ss, ok := st.Subscriptions[name]
 		if !ok {
 			continue
+		}
+		for _, in := range ss.Intents {
+			r.intents[in] = append(r.intents[in], node)
 		}
 		for _, sub := range ss.Subscribers {
 			r.subs = append(r.subs, remoteSub{SubscriberInfo: sub, Node: node})

@@ -19,6 +19,7 @@ type metrics struct {
 	assignmentChanges    prometheus.Counter
 	shardsClaimed        prometheus.Gauge
 	handoffSeconds       prometheus.Histogram
+	voided               prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -76,11 +77,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to save a moved shard's position before letting another node read it.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
 		}),
+		voided: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "streamgate_subscribe_voided_messages_total",
+			Help: "In-flight messages made void because their shard moved under this node or its log was reset; they are delivered again.",
+		}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.publishResults, m.publishBufferedBytes, m.subscribers, m.consumers,
 			m.delivered, m.acks, m.unknownAcks, m.redeliveries, m.timeouts,
-			m.buffered, m.assignmentChanges, m.shardsClaimed, m.handoffSeconds)
+			m.buffered, m.assignmentChanges, m.shardsClaimed, m.handoffSeconds, m.voided)
 	}
 	return m
 }

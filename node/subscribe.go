@@ -177,7 +177,7 @@ func (s *subscribeService) acquire(name string) *subscription {
 		if old := s.stopping[name]; old != nil {
 			after = old.done
 		}
-		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, after)
+		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, s.members, after)
 		r = &subRef{sub: sub}
 		s.subs[name] = r
 		s.running.Add(1)
@@ -248,6 +248,11 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 		return grpcError(fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable))
 	}
 	defer s.release(sub)
+	// The subscription exists from the moment its first subscriber is
+	// answered: every shard gets its saved start first.
+	if err := sub.prepare(ctx, spec, shards); err != nil {
+		return grpcError(err)
+	}
 	if err := sub.join(ctx, sess, spec, shards, s.remote(spec.Name)); err != nil {
 		return grpcError(err)
 	}

@@ -548,7 +548,7 @@ func TestSubscribe_CommitFailuresAreHiddenAndTheCommitLandsAfterTheFaultClears(t
 	sub.WaitCount(20, 10*time.Second)
 	require.Eventually(t, func() bool { return len(env.Committed(t, "s")["t"]) == 2 }, 5*time.Second, 20*time.Millisecond)
 
-	fault := env.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.CoordinatorNotAvailable, Count: -1})
+	fault := env.Cluster.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.TxnOffsetCommit}, Err: kerr.CoordinatorNotAvailable, Count: -1})
 	ackAll(t, sub, 20, 5*time.Second)
 	require.NoError(t, fault.Wait(context.Background(), 2), "commits are attempted and fail")
 	assert.Equal(t, map[int32]int64{0: 0, 1: 0}, env.Committed(t, "s")["t"])

@@ -1,0 +1,166 @@
+package node_test
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc/codes"
+
+	"github.com/streamgate/streamgate/broker/kafka"
+	"github.com/streamgate/streamgate/internal/testenv"
+	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
+)
+
+// Issue 7.1: a subscription exists from the moment its first subscriber
+// is answered: everything published after `opened` is delivered, for a
+// latest and an unspecified start alike.
+func TestSubscribe_ANewSubscriptionDeliversEverythingPublishedRightAfterOpened(t *testing.T) {
+	const shards = 8
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: shards})
+	produceSpread(t, env, "t", shards, 80, 0) // history the subscriptions must not see
+	for round := range 10 {
+		start := pb.StartPosition_START_POSITION_LATEST
+		if round%2 == 1 {
+			start = pb.StartPosition_START_POSITION_UNSPECIFIED
+		}
+		name := fmt.Sprintf("fresh-%d", round)
+		s := testenv.Subscribe(t, env.Client, &pb.Open{Subscription: name, Topics: []string{"t"}, StartPosition: start})
+		produceSpread(t, env, "t", shards, shards, 1000*(round+1))
+		msgs := s.WaitCount(shards, 10*time.Second)
+		got := map[string]bool{}
+		for _, m := range msgs {
+			got[m.GetShard()] = true
+			assert.GreaterOrEqual(t, seqOf(t, m), 1000/shards, "round %d: a message from before opened", round)
+		}
+		assert.Len(t, got, shards, "round %d: one message per shard", round)
+		s.Close()
+	}
+}
+
+// Issue 7.1, across nodes: two nodes open one new subscription at the same
+// moment and agree on its start; everything published after both answered
+// is delivered once.
+func TestCluster_ANewSubscriptionOpenedOnTwoNodesAtOnceHasOneStart(t *testing.T) {
+	const shards = 6
+	envs := testenv.StartCluster(t, 2, testenv.Options{Topics: []string{"t"}, Partitions: shards})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // publishing all along, straight to the broker
+		defer wg.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			envs[0].Produce(t, &kgo.Record{Topic: "t", Partition: int32(i % shards), Value: fmt.Appendf(nil, "%d:%d", i%shards, -1)})
+		}
+	}()
+	var subs [2]*testenv.Subscriber
+	var opened sync.WaitGroup
+	for i := range envs {
+		opened.Add(1)
+		go func() {
+			defer opened.Done()
+			subs[i] = testenv.Subscribe(t, envs[i].Client, &pb.Open{Subscription: "both", Topics: []string{"t"}})
+		}()
+	}
+	opened.Wait()
+	close(stop)
+	wg.Wait()
+	produceSpread(t, envs[0], "t", shards, 60, 0)
+	seen := map[string]int{}
+	require.True(t, waitUntil(20*time.Second, func() bool {
+		for _, s := range subs {
+			for _, m := range s.Messages() {
+				if seqOf(t, m) >= 0 {
+					seen[m.GetId()]++
+				}
+			}
+		}
+		n := len(seen)
+		clear(seen)
+		return n == 60
+	}), "every message published after both opens arrives")
+	for _, s := range subs {
+		for _, m := range s.Messages() {
+			seen[m.GetId()]++
+		}
+	}
+	for id, n := range seen {
+		assert.Equal(t, 1, n, "message %s delivered %d times", id, n)
+	}
+}
+
+// Issue 7.5: delivery_attempt counts deliveries cluster-wide: a message
+// nacked on one node and redelivered on another (after the first is
+// killed) carries on counting.
+func TestCluster_DeliveryAttemptCountsDeliveriesAcrossAKilledNode(t *testing.T) {
+	envs := testenv.StartCluster(t, 2, testenv.Options{Topics: []string{"t"}, Partitions: 1,
+		Kafka: shortCommits(100 * time.Millisecond)})
+	a := testenv.Subscribe(t, envs[0].Client, earliest("att", "t"))
+	produceSpread(t, envs[0], "t", 1, 3, 0)
+	msgs := a.WaitCount(3, 10*time.Second)
+	for _, m := range msgs {
+		require.EqualValues(t, 1, m.GetDeliveryAttempt())
+	}
+	a.Nack(msgs[0].GetId())
+	again := a.WaitCount(4, 10*time.Second)[3]
+	require.Equal(t, msgs[0].GetId(), again.GetId())
+	require.EqualValues(t, 2, again.GetDeliveryAttempt())
+	a.Ack(msgs[2].GetId())
+	require.True(t, waitUntil(5*time.Second, func() bool {
+		return metricValue(t, envs[0], "streamgate_subscribe_acked_messages_total") == 1
+	}))
+	// The save (every 100ms) holds the ack and the delivery counts.
+	require.True(t, waitUntil(5*time.Second, func() bool {
+		p := envs[0].Saved(t, "att")["t"][0]
+		return p.Offset == 0 && slices.Equal(p.Acked, []int64{2}) && p.Attempts[0] == 2 && p.Attempts[1] == 1
+	}), "saved: %+v", envs[0].Saved(t, "att"))
+	envs[0].Kill()
+
+	b := testenv.Subscribe(t, envs[1].Client, earliest("att", "t"))
+	got := b.WaitCount(2, 15*time.Second)
+	attempts := map[string]uint32{}
+	for _, m := range got {
+		attempts[m.GetId()] = m.GetDeliveryAttempt()
+	}
+	assert.Equal(t, map[string]uint32{msgs[0].GetId(): 3, msgs[1].GetId(): 2}, attempts,
+		"the third delivery of the nacked message, the second of the in-flight one")
+}
+
+// Issue 7.6: a topic deleted and created again under a running
+// subscription: subscribers are told, and the new topic's messages flow
+// without a reconnect.
+func TestSubscribe_TopicDeletedAndCreatedAgainRecoversWithANotice(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2,
+		Kafka: func(c *kafka.Config) { c.TopicCheckInterval = 200 * time.Millisecond }})
+	s := testenv.Subscribe(t, env.Client, earliest("re", "t"))
+	produceSpread(t, env, "t", 2, 10, 0)
+	ackAll(t, s, 10, 10*time.Second)
+
+	env.DeleteTopic(t, "t")
+	s.WaitFor(10*time.Second, "an UNAVAILABLE notice", func() bool {
+		return slices.ContainsFunc(s.Notices(), func(n *pb.Notice) bool { return n.GetStatus().GetCode() == int32(codes.Unavailable) })
+	})
+	env.CreateTopic(t, "t", 2)
+	env.ResetProducer()
+	produceSpread(t, env, "t", 2, 6, 100)
+	msgs := s.WaitCount(16, 20*time.Second)
+	for _, m := range msgs[10:] {
+		assert.GreaterOrEqual(t, seqOf(t, m), 50, "only the new topic's messages")
+	}
+	assert.True(t, slices.ContainsFunc(s.Notices(), func(n *pb.Notice) bool {
+		return n.GetStatus().GetCode() == int32(codes.Aborted) && strings.Contains(n.GetStatus().GetMessage(), "created again")
+	}), "subscribers are told the shards were reset: %v", s.Notices())
+	ended, _ := s.Ended()
+	assert.False(t, ended)
+}

@@ -1,0 +1,297 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/streamgate/streamgate/broker"
+)
+
+// Ownership: a node delivers a shard only while it is sure no other node
+// does. Three rules keep that, on top of the ring and the claims gossip
+// (dispatcher.go):
+//
+//   - Claims are exclusive. A node that wants a shard no one claims
+//     publishes an intent and asks every member to acknowledge its state
+//     (Membership.Ask); it claims only once all have, in states that show
+//     neither a claim of the shard nor an intent of a node whose name sorts
+//     first. A member that saw the intent claims nothing of it (unless its
+//     own intent takes precedence, which the first node then sees), so two
+//     nodes never claim one shard at once, even on views that differ.
+//   - Standing. A node that may have been declared dead (frozen, cut off,
+//     suspected) stops delivering at once (Membership.Standing), and acts
+//     on its claims again only after the cluster acknowledged it and it
+//     confirmed each claim: claims another node now holds are dropped, and
+//     every other one is saved with its fence (Consumer.Confirm), which
+//     fails for a shard another reader took meanwhile.
+//   - Fenced saves. The backend makes every save of a reader fail once a
+//     newer reader took the shard (ShardLost), so a stale position never
+//     overwrites a newer one.
+//
+// Everything here runs on the subscription's goroutine (run), but for the
+// Confirm call, which runs on a goroutine of its own owned by releases.
+
+// confirmResult is what a Confirm returned.
+type confirmResult struct {
+	epoch uint64
+	lost  []broker.ShardID
+	err   error
+}
+
+// mayClaim says whether this node may claim sh now, which a local session
+// owns, publishing an intent first where the cluster must acknowledge it.
+func (s *subscription) mayClaim(sh broker.ShardID) bool {
+	name := shardName(sh)
+	if !s.mayDeliver() || s.remote.claims[name] != "" || s.remote.unsynced {
+		delete(s.intents, sh)
+		return false
+	}
+	if s.members == nil {
+		return true // a node of its own
+	}
+	for _, node := range s.remote.intents[name] {
+		if node < s.cfg.NodeName {
+			delete(s.intents, sh) // its intent takes precedence
+			return false
+		}
+	}
+	ask, ok := s.intents[sh]
+	if !ok {
+		s.intents[sh] = 0 // asked for by askForIntents
+		return false
+	}
+	if ask == 0 || !s.remote.ackedBy(ask) {
+		return false
+	}
+	delete(s.intents, sh)
+	return true
+}
+
+// askForIntents publishes new intents and asks the cluster to
+// acknowledge them.
+func (s *subscription) askForIntents() {
+	fresh := false
+	for _, ask := range s.intents {
+		fresh = fresh || ask == 0
+	}
+	if !fresh || s.members == nil {
+		return
+	}
+	s.publish() // the ask's state must hold the intents
+	ask := s.members.Ask()
+	for sh, a := range s.intents {
+		if a == 0 {
+			s.intents[sh] = ask
+		}
+	}
+}
+
+// mayDeliver says whether the node may deliver, fetch and claim now: its
+// standing holds, and its claims were confirmed since it was last in
+// doubt (checkStanding).
+func (s *subscription) mayDeliver() bool {
+	if s.members == nil {
+		return true
+	}
+	ok, epoch := s.members.Standing()
+	return ok && epoch == s.confirmed
+}
+
+// checkStanding starts confirming this node's claims when its standing
+// came back after it was in doubt. run calls it after every event.
+func (s *subscription) checkStanding() {
+	if s.members == nil || s.confirming || time.Now().Before(s.confirmAfter) {
+		return
+	}
+	ok, epoch := s.members.Standing()
+	if !ok || epoch == s.confirmed {
+		return
+	}
+	if s.confirm(epoch) {
+		s.recompute()
+	}
+}
+
+// confirm re-checks this node's claims after its standing came back:
+// claims another node now holds are dropped unsaved; the others are saved
+// with their fences in the background, and those that fail were taken. It
+// reports whether it dropped any.
+func (s *subscription) confirm(epoch uint64) bool {
+	var mine []broker.ShardID
+	var taken []broker.ShardID
+	for sh := range s.claimed {
+		if node := s.remote.claims[shardName(sh)]; node != "" {
+			taken = append(taken, sh)
+		} else {
+			mine = append(mine, sh)
+		}
+	}
+	voided := map[*session]int{}
+	for _, sh := range taken {
+		s.void(sh, fmt.Sprintf("node %s reads it now", s.remote.claims[shardName(sh)]), true, voided)
+	}
+	s.tellVoided(voided, "this node's membership was in doubt and other nodes took shards over")
+	if s.consumer == nil || len(mine) == 0 {
+		s.confirmed = epoch
+		s.log.Info("standing regained; claims checked", "dropped", len(taken))
+		return len(taken) > 0
+	}
+	s.confirming = true
+	c, ctx, quit := s.consumer, s.releaseCtx, s.quit
+	s.releases.Add(1)
+	go func() {
+		defer s.releases.Done()
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		lost, err := c.Confirm(cctx, mine)
+		select {
+		case s.confirms <- confirmResult{epoch: epoch, lost: lost, err: err}:
+		case <-quit:
+		}
+	}()
+	return len(taken) > 0
+}
+
+func (s *subscription) afterConfirm(r confirmResult) {
+	if !s.confirming {
+		return // the consumer closed since
+	}
+	s.confirming = false
+	voided := map[*session]int{}
+	for _, sh := range r.lost {
+		s.void(sh, "another node reads it now", false, voided)
+	}
+	s.tellVoided(voided, "this node's membership was in doubt and other nodes took shards over")
+	if r.err != nil {
+		s.confirmAfter = time.Now().Add(time.Second)
+		s.log.Warn("confirming claims after standing came back failed; retrying", "err", r.err)
+		return
+	}
+	s.confirmed = r.epoch
+	s.log.Info("standing regained; claims confirmed", "lost", len(r.lost))
+	s.recompute()
+}
+
+// shardEvents applies what the consumer reports about shards.
+func (s *subscription) shardEvents() {
+	if s.consumer == nil {
+		return
+	}
+	voided := map[*session]int{}
+	var reset []string
+	var resetWhy string
+	lost := false
+	for _, ev := range s.consumer.TakeEvents() {
+		switch ev.Kind {
+		case broker.ShardLost:
+			s.log.Warn("another node took a shard", "shard", shardName(ev.Shard), "why", ev.Reason)
+			s.void(ev.Shard, ev.Reason, false, voided)
+			lost = true
+		case broker.ShardReset:
+			s.log.Warn("a shard was reset", "shard", shardName(ev.Shard), "why", ev.Reason)
+			s.voidMessages(ev.Shard, voided)
+			reset = append(reset, shardName(ev.Shard))
+			resetWhy = ev.Reason
+		}
+	}
+	slices.Sort(reset)
+	for _, sess := range s.sessions {
+		var parts []string
+		if len(reset) > 0 {
+			parts = append(parts, fmt.Sprintf("shard(s) %s reset: %s", strings.Join(reset, ", "), resetWhy))
+		}
+		if n := voided[sess]; n > 0 {
+			parts = append(parts, voidedText(n))
+		}
+		if len(parts) > 0 {
+			sess.out.notify(notice(codes.Aborted, false, strings.Join(parts, "; ")))
+		}
+	}
+	if lost {
+		s.recompute()
+	}
+}
+
+func voidedText(n int) string {
+	return fmt.Sprintf("%d message(s) this stream holds moved with their shard and are void: their acks are ignored, and they are delivered again", n)
+}
+
+// tellVoided tells each session how many of its messages were made void.
+func (s *subscription) tellVoided(voided map[*session]int, why string) {
+	for sess, n := range voided {
+		sess.out.notify(notice(codes.Aborted, false, why+"; "+voidedText(n)))
+	}
+}
+
+// void drops this node's claim of sh, unsaved: another node reads it now.
+// abandon tells the consumer to forget it too (it already has, for a
+// shard it reported lost). It counts voided messages per session.
+func (s *subscription) void(sh broker.ShardID, reason string, abandon bool, voided map[*session]int) {
+	s.voidMessages(sh, voided)
+	if abandon && s.consumer != nil {
+		s.consumer.Abandon([]broker.ShardID{sh})
+	}
+	if s.claimed[sh] {
+		delete(s.claimed, sh)
+		s.metrics.shardsClaimed.Dec()
+	}
+	delete(s.intents, sh)
+	delete(s.queues, sh)
+	// Assigned again (with a new fence) if this node claims it again.
+	s.fetching = slices.DeleteFunc(s.fetching, func(f broker.ShardID) bool { return f == sh })
+	s.log.Info("dropped a shard's claim", "shard", shardName(sh), "why", reason)
+}
+
+// voidMessages drops what this node holds of sh, queued or in flight: the
+// messages' ids no longer stand for what the shard's reader will deliver.
+// Their acks are ignored. It counts voided messages per session.
+func (s *subscription) voidMessages(sh broker.ShardID, voided map[*session]int) {
+	if q := s.queues[sh]; q != nil {
+		s.addBuffered(-len(q.pending))
+		for _, m := range q.pending {
+			delete(s.known, m.d.ID)
+		}
+		q.pending = nil
+		q.holder, q.held = nil, 0
+	}
+	for _, sess := range s.sessions {
+		for id, m := range sess.inflight {
+			if m.d.Shard == sh {
+				delete(sess.inflight, id)
+				delete(s.known, id)
+				voided[sess]++
+				s.metrics.voided.Inc()
+			}
+		}
+	}
+}
+
+// prepare gives every shard a saved position before the first subscriber
+// of this node is answered (broker.Subscriber.Prepare), once per shard.
+func (s *subscription) prepare(ctx context.Context, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
+	s.preparedMu.Lock()
+	var todo []broker.ShardID
+	for _, sh := range shards {
+		if !s.prepared[sh] {
+			todo = append(todo, sh)
+		}
+	}
+	s.preparedMu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := s.backend.Prepare(ctx, spec, todo); err != nil {
+		return err
+	}
+	s.preparedMu.Lock()
+	for _, sh := range todo {
+		s.prepared[sh] = true
+	}
+	s.preparedMu.Unlock()
+	return nil
+}
