@@ -124,12 +124,12 @@ func Start(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{
-		cfg:     cfg,
-		log:     logger.With("component", "cluster"),
-		met:     met,
-		changes: make(chan struct{}, 1),
-		wake:    make(chan struct{}, 1),
-		sent:    make(chan string),
+		cfg:      cfg,
+		log:      logger.With("component", "cluster"),
+		met:      met,
+		changes:  make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		sent:     make(chan string),
 		t:        newTable(cfg.NodeName, cfg.GRPCAddr),
 		standing: newStanding(cfg),
 	}

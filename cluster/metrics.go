@@ -9,15 +9,15 @@ import (
 // metrics exist whether or not a Registerer was given, so that the code
 // that updates them needs no checks; unregistered they cost nothing.
 type metrics struct {
-	reg          prometheus.Registerer
-	registered   []prometheus.Collector
-	members      prometheus.Gauge
-	updates      prometheus.Counter
-	departures   *prometheus.CounterVec
-	suspicions   prometheus.Counter
-	refutations  *prometheus.CounterVec
-	joinFailures prometheus.Counter
-	sendFailures prometheus.Counter
+	reg            prometheus.Registerer
+	registered     []prometheus.Collector
+	members        prometheus.Gauge
+	updates        prometheus.Counter
+	departures     *prometheus.CounterVec
+	suspicions     prometheus.Counter
+	refutations    *prometheus.CounterVec
+	joinFailures   prometheus.Counter
+	sendFailures   prometheus.Counter
 	standingLosses prometheus.Counter
 }
 

@@ -69,7 +69,7 @@ type subscription struct {
 	owner        map[broker.ShardID]*session // local owners, from the ring
 	ownerID      map[broker.ShardID]string   // every owner, local or remote
 	queues       map[broker.ShardID]*shardQueue
-	known        map[string]bool         // ids queued or in flight: a message is never held twice
+	known        map[string]bool           // ids queued or in flight: a message is never held twice
 	claimed      map[broker.ShardID]bool   // claims this node gossips
 	intents      map[broker.ShardID]uint64 // shards it wants to claim -> the ask (0: not asked yet)
 	confirmed    uint64                    // the standing epoch whose claims are confirmed
