@@ -157,6 +157,17 @@ func Start(cfg Config) (*Cluster, error) {
 	mc.Logger = log.New(&logWriter{log: logger.With("component", "memberlist"), onSuspect: c.suspected, onRefute: c.refuted}, "", 0)
 	d := &delegate{c: c}
 	mc.Delegate, mc.Events, mc.Ping = d, d, d
+	if cfg.WrapTransport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{cfg.BindAddr}, BindPort: cfg.BindPort, Logger: mc.Logger})
+		if err != nil {
+			met.unregister()
+			return nil, fmt.Errorf("cluster: start memberlist on %s:%d: %w", cfg.BindAddr, cfg.BindPort, err)
+		}
+		if mc.BindPort == 0 {
+			mc.BindPort, mc.AdvertisePort = nt.GetAutoBindPort(), nt.GetAutoBindPort()
+		}
+		mc.Transport = cfg.WrapTransport(nt)
+	}
 
 	// memberlist.Create already calls the delegates (NodeMeta, NotifyJoin
 	// for this node), so c must be complete but for c.ml, which they never

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -122,6 +123,10 @@ type Config struct {
 	// Default (0): (SuspicionMult*SuspicionMaxTimeoutMult+1) *
 	// ProbeInterval, 2.1s.
 	AloneGrace time.Duration
+
+	// WrapTransport, when set, wraps the network transport memberlist uses:
+	// tests use it to cut the links between some members. Default: none.
+	WrapTransport func(memberlist.NodeAwareTransport) memberlist.NodeAwareTransport
 
 	// Logger receives memberlist's logs and this package's. Default: discard.
 	Logger *slog.Logger

@@ -75,6 +75,7 @@ type subscription struct {
 	confirmed    uint64                    // the standing epoch whose claims are confirmed
 	confirming   bool                      // a Confirm is running
 	confirmAfter time.Time                 // a failed Confirm is retried after this
+	disputed     map[broker.ShardID]bool   // claimed by another node too: not delivered until confirmed
 	fetching     []broker.ShardID          // what the consumer was last assigned
 	releasing    map[broker.ShardID]bool
 	releases     sync.WaitGroup
@@ -162,6 +163,7 @@ func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metr
 		quit:      make(chan struct{}),
 		prepared:  map[broker.ShardID]bool{},
 		intents:   map[broker.ShardID]uint64{},
+		disputed:  map[broker.ShardID]bool{},
 		sessions:  map[string]*session{},
 		owner:     map[broker.ShardID]*session{},
 		ownerID:   map[broker.ShardID]string{},
@@ -274,6 +276,7 @@ func (s *subscription) handle(ev event) {
 		s.remote, s.haveView = ev.remote, true
 		s.resolveConflicts()
 		s.recompute()
+		s.disputeClaims()
 	case evDrain:
 		s.draining = true
 		s.recompute() // stops fetching; our subscribers leave the ring
@@ -707,6 +710,7 @@ func (s *subscription) closeConsumer() {
 	s.metrics.shardsClaimed.Sub(float64(len(s.claimed)))
 	clear(s.claimed)
 	clear(s.intents)
+	clear(s.disputed)
 	s.confirming = false
 	s.fetching = nil
 	s.queues = map[broker.ShardID]*shardQueue{}
@@ -817,6 +821,9 @@ func (s *subscription) nack(sess *session, ids []string) {
 
 // expire ends sessions that hold a message for longer than the ack timeout.
 func (s *subscription) expire(now time.Time) {
+	if !s.mayDeliver() {
+		return // subscribers cannot ack what a node in doubt does not read
+	}
 	for _, sess := range s.sessions {
 		var late int
 		for _, m := range sess.inflight {
@@ -848,7 +855,7 @@ func (s *subscription) dispatch() {
 			continue
 		}
 		owner := s.owner[id]
-		if owner == nil || (q.holder != nil && q.holder != owner) {
+		if owner == nil || (q.holder != nil && q.holder != owner) || s.disputed[id] {
 			continue
 		}
 		n := min(owner.max-len(owner.inflight), len(q.pending))
@@ -904,11 +911,13 @@ func (s *subscription) hungry() bool {
 	return false
 }
 
-// describe reports the shards this node claims or has in flight.
+// describe reports the shards this node claims and acts on (not while its
+// standing is in doubt), or has in flight.
 func (s *subscription) describe() []shardInfo {
 	var out []shardInfo
+	acting := s.mayDeliver() // a claim held while in doubt is not acted on
 	for _, sh := range s.shards {
-		info := shardInfo{shard: sh, claimed: s.claimed[sh]}
+		info := shardInfo{shard: sh, claimed: s.claimed[sh] && acting}
 		if q := s.queues[sh]; q != nil {
 			info.inFlight = q.held
 		}

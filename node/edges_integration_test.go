@@ -164,3 +164,78 @@ func TestSubscribe_TopicDeletedAndCreatedAgainRecoversWithANotice(t *testing.T) 
 	ended, _ := s.Ended()
 	assert.False(t, ended)
 }
+
+// Issue 7.4: claims are exclusive even while two nodes' views differ. With
+// node-1 and node-2 cut off from each other (both still reach node-3, so
+// each learns the other's state only through node-3's anti-entropy), each
+// opens a subscriber while node-3's holds the one shard; when node-3's
+// leaves, node-1 thinks its subscriber owns the shard and node-2 thinks
+// its own does. Only one of them may read it at any time: no message is
+// delivered twice, and no two nodes ever claim the shard at once.
+func TestCluster_ClaimsAreExclusiveWhileTwoNodesViewsDiffer(t *testing.T) {
+	envs := testenv.StartCluster(t, 3, testenv.Options{Topics: []string{"t"}, Partitions: 1})
+	c := testenv.Subscribe(t, envs[2].Client, earliest("x", "t"))
+	require.True(t, waitUntil(10*time.Second, func() bool {
+		return slices.Equal(claimsOf(envs[0], "x")["t/0"], []string{"node-3"})
+	}))
+	envs[0].Cut(envs[1])
+	a := testenv.Subscribe(t, envs[0].Client, earliest("x", "t"))
+	b := testenv.Subscribe(t, envs[1].Client, earliest("x", "t"))
+	views := func() (claims [3][]string) {
+		for i, e := range envs {
+			claims[i] = claimsOf(e, "x")["t/0"]
+		}
+		return claims
+	}
+	// Each of node-1 and node-2 sees its own subscriber beside node-3's,
+	// not the other's, until node-3 relays them.
+	var overlap []string
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // watch every node's own claims
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			var holders []string
+			for _, e := range envs {
+				self := e.Gossip.View()
+				if slices.Contains(self.Nodes[self.Self].Subscriptions["x"].Claims, "t/0") {
+					holders = append(holders, self.Self)
+				}
+			}
+			if len(holders) > 1 {
+				mu.Lock()
+				overlap = holders
+				mu.Unlock()
+			}
+		}
+	}()
+	c.Close() // node-3 lets go
+	produceSpread(t, envs[0], "t", 1, 200, 0)
+	stopAck := make(chan struct{})
+	var acks sync.WaitGroup
+	ackLoop(t, a, stopAck, &acks)
+	ackLoop(t, b, stopAck, &acks)
+	require.True(t, waitUntil(30*time.Second, func() bool { return a.Count()+b.Count() >= 200 }),
+		"every message arrives: %d + %d (claims %v)", a.Count(), b.Count(), views())
+	close(stopAck)
+	acks.Wait()
+	close(stop)
+	wg.Wait()
+	seen := map[string]int{}
+	for _, m := range append(a.Messages(), b.Messages()...) {
+		seen[m.GetId()]++
+	}
+	for id, n := range seen {
+		assert.Equal(t, 1, n, "message %s delivered by two readers", id)
+	}
+	mu.Lock()
+	assert.Empty(t, overlap, "two nodes claimed the shard at once")
+	mu.Unlock()
+}

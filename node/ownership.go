@@ -112,20 +112,11 @@ func (s *subscription) checkStanding() {
 	if !ok || epoch == s.confirmed {
 		return
 	}
-	if s.confirm(epoch) {
-		s.recompute()
-	}
-}
-
-// confirm re-checks this node's claims after its standing came back:
-// claims another node now holds are dropped unsaved; the others are saved
-// with their fences in the background, and those that fail were taken. It
-// reports whether it dropped any.
-func (s *subscription) confirm(epoch uint64) bool {
-	var mine []broker.ShardID
-	var taken []broker.ShardID
+	// Claims another node holds now were taken while this one was in
+	// doubt: drop them unsaved. Confirm the others with their fences.
+	var mine, taken []broker.ShardID
 	for sh := range s.claimed {
-		if node := s.remote.claims[shardName(sh)]; node != "" {
+		if s.remote.claims[shardName(sh)] != "" {
 			taken = append(taken, sh)
 		} else {
 			mine = append(mine, sh)
@@ -136,10 +127,41 @@ func (s *subscription) confirm(epoch uint64) bool {
 		s.void(sh, fmt.Sprintf("node %s reads it now", s.remote.claims[shardName(sh)]), true, voided)
 	}
 	s.tellVoided(voided, "this node's membership was in doubt and other nodes took shards over")
-	if s.consumer == nil || len(mine) == 0 {
-		s.confirmed = epoch
-		s.log.Info("standing regained; claims checked", "dropped", len(taken))
-		return len(taken) > 0
+	s.confirm(epoch, mine)
+	if len(taken) > 0 {
+		s.recompute()
+	}
+}
+
+// disputeClaims confirms, with their fences, claims that another node
+// gossips too: two halves of a split cluster that merge, or a node that
+// came back after the others had forgotten it. The fence decides: the
+// reader whose save fails drops the shard. Until then neither side
+// delivers it here.
+func (s *subscription) disputeClaims() {
+	if s.members == nil || s.confirming || !s.mayDeliver() || time.Now().Before(s.confirmAfter) {
+		return
+	}
+	var disputed []broker.ShardID
+	for sh := range s.claimed {
+		if s.remote.claims[shardName(sh)] != "" {
+			disputed = append(disputed, sh)
+			s.disputed[sh] = true
+		}
+	}
+	if len(disputed) > 0 {
+		s.log.Warn("another node claims shards this one reads; the fence decides", "shards", len(disputed))
+		s.confirm(s.confirmed, disputed)
+	}
+}
+
+// confirm saves shards with their fences in the background; afterConfirm
+// drops those another reader has taken. epoch is the standing epoch the
+// claims are confirmed for.
+func (s *subscription) confirm(epoch uint64, shards []broker.ShardID) {
+	if s.consumer == nil || len(shards) == 0 {
+		s.confirmedAt(epoch)
+		return
 	}
 	s.confirming = true
 	c, ctx, quit := s.consumer, s.releaseCtx, s.quit
@@ -148,13 +170,12 @@ func (s *subscription) confirm(epoch uint64) bool {
 		defer s.releases.Done()
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		lost, err := c.Confirm(cctx, mine)
+		lost, err := c.Confirm(cctx, shards)
 		select {
 		case s.confirms <- confirmResult{epoch: epoch, lost: lost, err: err}:
 		case <-quit:
 		}
 	}()
-	return len(taken) > 0
 }
 
 func (s *subscription) afterConfirm(r confirmResult) {
@@ -162,19 +183,36 @@ func (s *subscription) afterConfirm(r confirmResult) {
 		return // the consumer closed since
 	}
 	s.confirming = false
+	clear(s.disputed)
 	voided := map[*session]int{}
 	for _, sh := range r.lost {
 		s.void(sh, "another node reads it now", false, voided)
 	}
-	s.tellVoided(voided, "this node's membership was in doubt and other nodes took shards over")
+	s.tellVoided(voided, "another node took shards this one read")
 	if r.err != nil {
 		s.confirmAfter = time.Now().Add(time.Second)
-		s.log.Warn("confirming claims after standing came back failed; retrying", "err", r.err)
+		s.log.Warn("confirming claims failed; retrying", "err", r.err)
 		return
 	}
-	s.confirmed = r.epoch
-	s.log.Info("standing regained; claims confirmed", "lost", len(r.lost))
+	s.confirmedAt(r.epoch)
 	s.recompute()
+}
+
+// confirmedAt records that the claims are confirmed for a standing epoch.
+// Messages in flight get a fresh ack deadline when the node was in doubt:
+// their subscribers could not ack while it did not run.
+func (s *subscription) confirmedAt(epoch uint64) {
+	if epoch == s.confirmed {
+		return
+	}
+	s.confirmed = epoch
+	now := time.Now()
+	for _, sess := range s.sessions {
+		for _, m := range sess.inflight {
+			m.sentAt = now
+		}
+	}
+	s.log.Info("standing regained; claims confirmed")
 }
 
 // shardEvents applies what the consumer reports about shards.
@@ -268,6 +306,7 @@ func (s *subscription) voidMessages(sh broker.ShardID, voided map[*session]int) 
 				s.metrics.voided.Inc()
 			}
 		}
+		sess.out.drop(sh) // queued for the stream, not sent yet
 	}
 }
 

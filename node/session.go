@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -126,18 +127,44 @@ func signal(ch chan struct{}) {
 	}
 }
 
+// drop removes queued messages of a shard (made void).
+func (o *outbox) drop(sh broker.ShardID) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.msgs = slices.DeleteFunc(o.msgs, func(m outgoing) bool { return m.d.Shard == sh })
+}
+
+// hold puts messages back at the front of the outbox.
+func (o *outbox) hold(msgs []outgoing) {
+	o.mu.Lock()
+	o.msgs = append(msgs, o.msgs...)
+	o.mu.Unlock()
+}
+
 // writeLoop sends what the outbox holds until ctx ends or a terminal notice
-// has been sent; it then returns the terminal status as an error.
-func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse]) error {
+// has been sent; it then returns the terminal status as an error. While
+// standing says no, messages wait in the outbox: a node that was frozen
+// runs this goroutine again perhaps before its dispatcher learns that it
+// may no longer deliver, and what it had queued may belong to shards
+// another node reads now (the dispatcher drops those).
+func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse], standing func() bool) error {
+	var retry <-chan time.Time
 	for {
 		select {
 		case <-o.signal:
+		case <-retry:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		retry = nil
 		msgs, notice, terminal := o.take()
 		if terminal != nil {
 			msgs = nil // already handed to the shards' next owners
+		}
+		if len(msgs) > 0 && standing != nil && !standing() {
+			o.hold(msgs)
+			msgs = nil
+			retry = time.After(50 * time.Millisecond)
 		}
 		for len(msgs) > 0 {
 			var batch []*pb.Message

@@ -269,7 +269,11 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	readErr := make(chan error, 1)
 	go func() { readErr <- s.readLoop(ctx, stream, sub, sess) }()
 	writeErr := make(chan error, 1)
-	go func() { writeErr <- sess.out.writeLoop(ctx, stream) }()
+	var standing func() bool
+	if s.members != nil {
+		standing = func() bool { ok, _ := s.members.Standing(); return ok }
+	}
+	go func() { writeErr <- sess.out.writeLoop(ctx, stream, standing) }()
 
 	select {
 	case err = <-readErr:

@@ -51,6 +51,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&ncfg.MaxUnacked, "max-unacked", ncfg.MaxUnacked, "un-acked messages a subscriber may hold before deliveries to it stop")
 	fs.DurationVar(&ncfg.AckTimeout, "ack-timeout", ncfg.AckTimeout, "a subscriber holding a message un-acked this long is disconnected and its messages redelivered")
 	fs.DurationVar(&ncfg.ShardRefreshInterval, "shard-refresh-interval", ncfg.ShardRefreshInterval, "how often subscriptions look for shards added to their topics")
+	fs.DurationVar(&kcfg.TopicCheckInterval, "topic-check-interval", kcfg.TopicCheckInterval, "how often a subscription checks that its topics still exist and were not recreated")
 	fs.DurationVar(&kcfg.CommitInterval, "commit-interval", kcfg.CommitInterval, "save acked positions at least this often")
 	fs.IntVar(&kcfg.CommitEvery, "commit-every", kcfg.CommitEvery, "save acked positions after this many acks of a subscription")
 	fs.IntVar(&kcfg.MaxBufferedPerShard, "max-buffered-per-shard", kcfg.MaxBufferedPerShard, "undelivered + unsaved messages of a shard before it is paused at the broker")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -60,6 +61,7 @@ type Env struct {
 	Registry *prometheus.Registry
 	Gossip   *cluster.Cluster // when Options.Gossip
 	Proxy    *Proxy           // when Options.Proxied
+	cutter   *cutter          // when Options.Gossip
 	producer *kgo.Client
 	admin    *kadm.Client // for Committed; used from the test goroutine only
 	stop     func()
@@ -141,6 +143,10 @@ func Start(t testing.TB, o Options) *Env {
 		ccfg.BindAddr, ccfg.BindPort = "127.0.0.1", 0
 		ccfg.GRPCAddr = e.Addr
 		ccfg.Join = o.Join
+		ccfg.WrapTransport = func(t memberlist.NodeAwareTransport) memberlist.NodeAwareTransport {
+			e.cutter = &cutter{NodeAwareTransport: t, cut: map[string]bool{}}
+			return e.cutter
+		}
 		if o.GossipConfig != nil {
 			o.GossipConfig(&ccfg)
 		}

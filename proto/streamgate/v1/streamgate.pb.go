@@ -869,7 +869,7 @@ type Message struct {
 	Payload         []byte                 `protobuf:"bytes,4,opt,name=payload,proto3" json:"payload,omitempty"`
 	Headers         []*Header              `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
 	PublishTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=publish_time,json=publishTime,proto3" json:"publish_time,omitempty"`
-	DeliveryAttempt uint32                 `protobuf:"varint,7,opt,name=delivery_attempt,json=deliveryAttempt,proto3" json:"delivery_attempt,omitempty"` // 1 on first delivery
+	DeliveryAttempt uint32                 `protobuf:"varint,7,opt,name=delivery_attempt,json=deliveryAttempt,proto3" json:"delivery_attempt,omitempty"` // 1 on first delivery; counts deliveries cluster-wide
 	Shard           string                 `protobuf:"bytes,8,opt,name=shard,proto3" json:"shard,omitempty"`                                             // opaque name of the shard; one shard's messages arrive in order
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
@@ -962,7 +962,11 @@ func (x *Message) GetShard() string {
 }
 
 // Notice reports a condition. A terminal notice is the last message on the
-// stream; the stream then ends with the same status.
+// stream; the stream then ends with the same status. Non-terminal codes:
+// UNAVAILABLE while the backend cannot be read, OK when delivery resumes,
+// ABORTED when messages this stream holds were made void (their shard moved
+// to another node under this one, or its log was reset): acks for them are
+// ignored, and they are delivered again.
 type Notice struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Status        *Status                `protobuf:"bytes,1,opt,name=status,proto3" json:"status,omitempty"`

@@ -1,0 +1,66 @@
+// Package soak runs streamgate nodes as processes of the built binary
+// against an in-process broker, and hurts them for real: SIGKILL, SIGTERM
+// drains, SIGSTOP freezes, broker faults, subscriber churn and stalls. See
+// TestSoak for what it checks, and STREAMGATE_SOAK_* for how to run it
+// longer.
+package soak
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// binary is the streamgate binary the tests run, built by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "streamgate-soak-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "soak:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binary = filepath.Join(dir, "streamgate")
+	start := time.Now()
+	if err := build(binary); err != nil {
+		fmt.Fprintln(os.Stderr, "soak: building streamgate:", err)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "soak: built %s in %s\n", binary, time.Since(start).Round(time.Millisecond))
+	return m.Run()
+}
+
+// build compiles cmd/streamgate the way the e2e tests do (static, same
+// flags), so that one of the two builds finds the other in the cache. A
+// build on empty caches takes minutes on two cores: the bound is
+// generous, and the tests' own deadlines start after it.
+func build(out string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(gomod)))
+	if root == "." || strings.TrimSpace(string(gomod)) == os.DevNull {
+		return errors.New("go env GOMOD: not inside the streamgate module")
+	}
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/streamgate")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w\n%s", err, b)
+	}
+	return nil
+}
