@@ -179,13 +179,11 @@ func Start(cfg Config) (*Cluster, error) {
 	}
 	c.ml = ml
 
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.sendLoop()
 	go c.watchdog()
-	if len(cfg.Join) > 0 {
-		c.wg.Add(1)
-		go c.joinLoop()
-	} else {
+	go c.joinLoop()
+	if len(cfg.Join) == 0 {
 		c.contacted.Store(true)
 	}
 	c.log.Info("cluster started", "gossip_addr", c.LocalAddr(), "seeds", cfg.Join, "encrypted", len(cfg.SecretKey) > 0)
@@ -380,6 +378,7 @@ func (c *Cluster) receive(b []byte) {
 		if changed {
 			c.log.Info("member is leaving", "member", msg.From)
 			c.signal()
+			c.kick()
 		}
 	}
 }

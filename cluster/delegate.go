@@ -102,6 +102,7 @@ func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	c.met.departures.WithLabelValues(reason).Inc()
 	c.log.Info("member gone", "member", n.Name, "reason", reason)
 	c.signal()
+	c.kick() // objections may have changed
 }
 
 func (d *delegate) NotifyUpdate(n *memberlist.Node) {

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/json"
+	"slices"
 	"errors"
 	"time"
 
@@ -81,7 +82,11 @@ var (
 // knows no other member (memberlist's Join tries each once), and every
 // RejoinInterval once it does, which merges two halves of a cluster that
 // declared each other dead. Joining only this node itself (it may be among
-// the seeds) does not count.
+// the seeds) does not count. A node left alone also tries the members it
+// knew lately: after a freeze it may have declared them dead itself, and
+// its seeds may be only itself. An attempt that finds nobody is recorded
+// for standing (lonelyJoin): a node regains its standing alone only after
+// one.
 func (c *Cluster) joinLoop() {
 	defer c.wg.Done()
 	timer := time.NewTimer(0)
@@ -96,17 +101,28 @@ func (c *Cluster) joinLoop() {
 		}
 		timer.Reset(c.cfg.JoinRetryInterval)
 		alone := c.ml.NumMembers() <= 1
-		if !alone && (c.cfg.RejoinInterval == 0 || time.Since(last) < c.cfg.RejoinInterval) {
+		if !alone && (c.cfg.RejoinInterval == 0 || time.Since(last) < c.cfg.RejoinInterval || len(c.cfg.Join) == 0) {
+			continue
+		}
+		targets := c.cfg.Join
+		if alone {
+			c.mu.Lock()
+			targets = append(slices.Clone(targets), c.t.formerAddrs()...)
+			c.mu.Unlock()
+		}
+		if len(targets) == 0 {
+			c.standing.lonelyJoin.Store(c.standing.now())
 			continue
 		}
 		last = time.Now()
-		n, err := c.ml.Join(c.cfg.Join)
+		started := c.standing.now()
+		n, err := c.ml.Join(targets)
 		if n > 0 && !c.contacted.Swap(true) {
 			c.signal() // views taken before now said "not joined"
 		}
 		if err == nil && c.ml.NumMembers() > 1 {
 			if alone {
-				c.log.Info("joined the cluster", "seeds_answered", n, "members", c.ml.NumMembers())
+				c.log.Info("joined the cluster", "answered", n, "members", c.ml.NumMembers())
 			}
 			failing = false
 			continue
@@ -115,12 +131,13 @@ func (c *Cluster) joinLoop() {
 			c.log.Debug("rejoin failed", "err", err)
 			continue
 		}
+		c.standing.lonelyJoin.Store(started)
 		c.met.joinFailures.Inc()
 		if err == nil {
 			err = errOnlySelf
 		}
 		if !failing {
-			c.log.Warn("no seed answered; retrying", "seeds", c.cfg.Join, "every", c.cfg.JoinRetryInterval, "err", err)
+			c.log.Warn("no seed answered; retrying", "seeds", targets, "every", c.cfg.JoinRetryInterval, "err", err)
 		} else {
 			c.log.Debug("join failed", "err", err)
 		}

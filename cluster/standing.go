@@ -23,10 +23,12 @@ import (
 //
 // It regains its standing only once every live member has acknowledged its
 // state again (View.AckedBy), so that it sees their claims, made after they
-// saw its own, before it acts on its claims again; a node left alone after
-// losing contact waits AloneGrace more, the time the other side of a split
-// takes to declare it dead and claim its shards, so that it sees their
-// fences when it confirms its shards. Standing is checked synchronously,
+// saw its own, before it acts on its claims again. A node left alone after
+// losing its standing waits AloneGrace more, the time the other side of a
+// split takes to declare it dead and claim its shards, so that it sees
+// their fences when it confirms its shards; and it first tries to join its
+// seeds and the members it knew, since after a freeze its own failure
+// detector may have declared live members dead. Standing is checked synchronously,
 // from the monotonic clock, so a goroutine that runs first after a freeze
 // already sees it lost.
 type standing struct {
@@ -37,6 +39,7 @@ type standing struct {
 	ok          atomic.Bool   // regained since the last loss
 	epoch       atomic.Uint64 // losses so far
 	suspected   atomic.Bool   // accused since the watchdog last looked
+	lonelyJoin  atomic.Int64  // ns since base when a join attempt began that found nobody
 
 	freeze, contactBound, aloneGrace time.Duration
 }
@@ -158,7 +161,13 @@ func (c *Cluster) watchdog() {
 		c.mu.Lock()
 		acked := c.t.ackedBy(ask)
 		c.mu.Unlock()
-		if !acked || (others == 0 && withPeers && time.Duration(now-aloneSince) < s.aloneGrace) {
+		if !acked {
+			continue
+		}
+		if others == 0 && withPeers && (time.Duration(now-aloneSince) < s.aloneGrace || s.lonelyJoin.Load() < aloneSince) {
+			// Alone after being in doubt: the others may only seem dead
+			// (this node's own timers ran out while it was frozen). Only a
+			// join attempt that found nobody, and the grace, tell.
 			continue
 		}
 		s.ok.Store(true)

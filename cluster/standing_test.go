@@ -146,3 +146,27 @@ func (c *cutTransport) DialAddressTimeout(addr memberlist.Address, timeout time.
 	}
 	return c.NodeAwareTransport.DialAddressTimeout(addr, timeout)
 }
+
+// A member that knows a claim objects to another member's intent on the
+// same shard, in the state that acknowledges the intent; the objection
+// goes when the claim does.
+func TestObjectionsNameIntentsOnShardsAnotherMemberClaims(t *testing.T) {
+	now := time.Now()
+	tb := newTable("self", "")
+	for _, n := range []string{"self", "a", "b"} {
+		tb.join(mlNode(n), "")
+	}
+	claimant := rec("a", 1, "t/0")
+	intent := record{Version: 1, State: NodeState{Name: "b", Ask: 1, Subscriptions: map[string]SubscriptionState{"s": {Intents: []string{"t/0", "t/1"}}}}}
+	res := tb.merge([]record{claimant, intent}, now)
+	require.True(t, res.announce(), "the acknowledgement and objection go out")
+	assert.Equal(t, map[string][]string{"s": {"t/0"}}, tb.local.State.Objections)
+	assert.EqualValues(t, 1, tb.local.State.Acks["b"])
+
+	tb.merge([]record{rec("a", 2)}, now) // a let go
+	assert.Empty(t, tb.local.State.Objections)
+	tb.merge([]record{rec("a", 3, "t/1")}, now)
+	assert.Equal(t, map[string][]string{"s": {"t/1"}}, tb.local.State.Objections)
+	tb.gone("a")
+	assert.Empty(t, tb.local.State.Objections, "a dead member's claims raise no objection")
+}

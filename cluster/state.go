@@ -50,6 +50,12 @@ type NodeState struct {
 	// state this node has applied. A member's state with Acks[X] >= X's
 	// ask was made after it saw X's state at that ask.
 	Acks map[string]uint64 `json:"acks,omitempty"`
+	// Objections, per subscription, name shards that other members intend
+	// to claim while this node knows a claim of them (its own, or another
+	// live member's): a member that does not see that claimant (it
+	// believes it dead) learns of it here, in the very state that
+	// acknowledges its intent.
+	Objections map[string][]string `json:"objections,omitempty"`
 }
 
 // View is an immutable snapshot of every live member's state, this node's
@@ -131,7 +137,18 @@ type table struct {
 	members map[string]*member
 	states  map[string]record // other members' states
 	owed    map[string]bool   // member -> ask it to answer with its own state
+	// former members' gossip addresses, and when they went: a node left
+	// alone tries them as well as its seeds, for a while.
+	former map[string]former
 }
+
+type former struct {
+	addr string
+	gone time.Time
+}
+
+// formerTTL is how long a departed member's address is remembered.
+const formerTTL = 10 * time.Minute
 
 func newTable(self, grpcAddr string) *table {
 	return &table{
@@ -140,6 +157,7 @@ func newTable(self, grpcAddr string) *table {
 		members: map[string]*member{},
 		states:  map[string]record{},
 		owed:    map[string]bool{},
+		former:  map[string]former{},
 	}
 }
 
@@ -166,7 +184,49 @@ func (t *table) setLocal(subs map[string]SubscriptionState, now time.Time) {
 	st := t.local.State
 	st.Subscriptions = cloneSubs(subs)
 	t.local.State = st
+	t.refreshObjections()
 	t.bump(now)
+}
+
+// refreshObjections recomputes the local objections (NodeState.Objections)
+// from every state the table holds, and reports whether they changed.
+func (t *table) refreshObjections() bool {
+	claimed := map[string]map[string]string{} // subscription -> shard -> claimant
+	add := func(node string, st NodeState) {
+		for sub, ss := range st.Subscriptions {
+			for _, c := range ss.Claims {
+				if claimed[sub] == nil {
+					claimed[sub] = map[string]string{}
+				}
+				claimed[sub][c] = node
+			}
+		}
+	}
+	add(t.self, t.local.State)
+	for name, r := range t.states {
+		add(name, r.State)
+	}
+	var out map[string][]string
+	for name, r := range t.states {
+		for sub, ss := range r.State.Subscriptions {
+			for _, in := range ss.Intents {
+				if by, ok := claimed[sub][in]; ok && by != name {
+					if out == nil {
+						out = map[string][]string{}
+					}
+					out[sub] = append(out[sub], in)
+				}
+			}
+		}
+	}
+	for _, shards := range out {
+		slices.Sort(shards)
+	}
+	if maps.EqualFunc(out, t.local.State.Objections, slices.Equal) {
+		return false
+	}
+	t.local.State.Objections = out // a new map: records are never modified once stored
+	return true
 }
 
 func (t *table) setDraining(draining bool, now time.Time) {
@@ -187,6 +247,7 @@ func (t *table) join(n *memberlist.Node, grpcAddr string) (isNew bool) {
 		return false
 	}
 	t.members[n.Name] = &member{node: node, grpcAddr: grpcAddr}
+	delete(t.former, n.Name)
 	if n.Name != t.self {
 		t.owed[n.Name] = true
 	}
@@ -202,10 +263,20 @@ func (t *table) gone(name string) (known, wasLeaving bool) {
 	m, known := t.members[name]
 	if known {
 		wasLeaving = m.leaving
+		now := time.Now()
+		for n, f := range t.former {
+			if now.Sub(f.gone) > formerTTL {
+				delete(t.former, n)
+			}
+		}
+		t.former[name] = former{addr: m.node.Address(), gone: now}
 	}
 	delete(t.members, name)
 	delete(t.states, name)
 	delete(t.owed, name)
+	if t.refreshObjections() {
+		t.bump(time.Now())
+	}
 	if _, ok := t.local.State.Acks[name]; ok {
 		acks := maps.Clone(t.local.State.Acks) // records are never modified once stored
 		delete(acks, name)
@@ -237,6 +308,18 @@ func (t *table) ackedBy(ask uint64) bool {
 	return true
 }
 
+// formerAddrs lists the addresses of members gone recently.
+func (t *table) formerAddrs() []string {
+	var out []string
+	for _, f := range t.former {
+		if time.Since(f.gone) <= formerTTL {
+			out = append(out, f.addr)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // others counts the live members other than this node that are not
 // leaving.
 func (t *table) others() int {
@@ -260,6 +343,9 @@ func (t *table) markLeaving(name string) bool {
 	m.leaving = true
 	delete(t.states, name)
 	delete(t.owed, name)
+	if t.refreshObjections() {
+		t.bump(time.Now())
+	}
 	return true
 }
 
@@ -324,6 +410,9 @@ func (t *table) merge(recs []record, now time.Time) mergeResult {
 			t.local.State.Acks = acks
 			res.acked = true
 		}
+	}
+	if res.accepted > 0 && t.refreshObjections() {
+		res.acked = true // an objection, like an acknowledgement, must go out
 	}
 	if res.acked {
 		t.bump(now) // the acknowledgement is the new local state
@@ -406,6 +495,13 @@ func (t *table) memberList() []Member {
 func cloneNode(n NodeState) NodeState {
 	n.Subscriptions = cloneSubs(n.Subscriptions)
 	n.Acks = maps.Clone(n.Acks)
+	if n.Objections != nil {
+		objections := make(map[string][]string, len(n.Objections))
+		for sub, shards := range n.Objections {
+			objections[sub] = slices.Clone(shards)
+		}
+		n.Objections = objections
+	}
 	return n
 }
 

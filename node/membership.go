@@ -45,6 +45,9 @@ type remoteState struct {
 	subs    []remoteSub
 	claims  map[string]string   // shard name -> claiming node
 	intents map[string][]string // shard name -> nodes that want to claim it
+	// objected: shards other members object to this node's intent on:
+	// they know a claim of it that this node may not see.
+	objected map[string]bool
 	// acked is the lowest ask of this node that every other member has
 	// acknowledged (MaxUint64 when there are none).
 	acked uint64
@@ -58,12 +61,15 @@ func (r *remoteState) ackedBy(ask uint64) bool { return !r.unsynced && r.acked >
 
 // remoteOf extracts one subscription's remote state from a view.
 func remoteOf(v cluster.View, name string) remoteState {
-	r := remoteState{claims: map[string]string{}, intents: map[string][]string{}, acked: math.MaxUint64, unsynced: len(v.Unsynced) > 0}
+	r := remoteState{claims: map[string]string{}, intents: map[string][]string{}, objected: map[string]bool{}, acked: math.MaxUint64, unsynced: len(v.Unsynced) > 0}
 	for node, st := range v.Nodes {
 		if node == v.Self {
 			continue
 		}
 		r.acked = min(r.acked, st.Acks[v.Self])
+		for _, shard := range st.Objections[name] {
+			r.objected[shard] = true
+		}
 		ss, ok := st.Subscriptions[name]
 		if !ok {
 			continue

@@ -19,10 +19,12 @@ import (
 //   - Claims are exclusive. A node that wants a shard no one claims
 //     publishes an intent and asks every member to acknowledge its state
 //     (Membership.Ask); it claims only once all have, in states that show
-//     neither a claim of the shard nor an intent of a node whose name sorts
-//     first. A member that saw the intent claims nothing of it (unless its
-//     own intent takes precedence, which the first node then sees), so two
-//     nodes never claim one shard at once, even on views that differ.
+//     neither a claim of the shard, nor an objection to the intent (the
+//     member knows a claim by a third node, one this node may believe
+//     dead), nor an intent of a node whose name sorts first. A member that
+//     saw the intent claims nothing of it (unless its own intent takes
+//     precedence, which the first node then sees), so two nodes never
+//     claim one shard at once, even on views that differ.
 //   - Standing. A node that may have been declared dead (frozen, cut off,
 //     suspected) stops delivering at once (Membership.Standing), and acts
 //     on its claims again only after the cluster acknowledged it and it
@@ -47,7 +49,7 @@ type confirmResult struct {
 // owns, publishing an intent first where the cluster must acknowledge it.
 func (s *subscription) mayClaim(sh broker.ShardID) bool {
 	name := shardName(sh)
-	if !s.mayDeliver() || s.remote.claims[name] != "" || s.remote.unsynced {
+	if !s.mayDeliver() || s.remote.claims[name] != "" || s.remote.unsynced || s.remote.objected[name] {
 		delete(s.intents, sh)
 		return false
 	}

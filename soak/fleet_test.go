@@ -144,6 +144,8 @@ func (f *fleet) start(p *proc) {
 	}
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A node outlives no test process, even one killed without cleanup.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		f.t.Fatalf("start %s: %v", p.name, err)
