@@ -2,8 +2,8 @@ package cluster
 
 import (
 	"encoding/json"
-	"slices"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/memberlist"

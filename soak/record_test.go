@@ -152,19 +152,19 @@ func (r *record) causeOf(m *msgLog, prev, next deliveryLog) string {
 	if m.nacked[prev.sess] {
 		return "nack"
 	}
+	// A fault of the node the previous delivery came from, between it and
+	// this one.
 	s := r.sessions[prev.sess]
+	for _, f := range r.faults {
+		if f.node == s.node && !f.start.Before(prev.at.Add(-50*time.Millisecond)) && f.start.Before(next.at) {
+			return f.kind
+		}
+	}
 	switch s.why {
 	case "stall":
 		return "stall"
 	case "churn":
 		return "churn"
-	}
-	// A fault of the node the previous delivery came from, between it and
-	// this one.
-	for _, f := range r.faults {
-		if f.node == s.node && !f.start.Before(prev.at.Add(-50*time.Millisecond)) && f.start.Before(next.at) {
-			return f.kind
-		}
 	}
 	if s.voided {
 		return "moved (void)"
