@@ -3,18 +3,17 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
 	"github.com/testcontainers/testcontainers-go"
+
+	"github.com/streamgate/streamgate/internal/buildbin"
 )
 
 const (
@@ -201,24 +200,9 @@ func buildImage() (string, error) {
 	return ref, nil
 }
 
-// buildBinary compiles cmd/streamgate for the engine's platform, statically
-// (a scratch image has no libc).
+// buildBinary compiles cmd/streamgate for the engine's platform.
 func buildBinary(ctx context.Context, out string) error {
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	if root == "." || strings.TrimSpace(string(gomod)) == os.DevNull {
-		return errors.New("go env GOMOD: not inside the streamgate module")
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/streamgate")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+engineArch)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build ./cmd/streamgate: %w\n%s", err, b)
-	}
-	return nil
+	return buildbin.Build(ctx, out, "GOOS=linux", "GOARCH="+engineArch)
 }
 
 // removeImage deletes this run's image, if one was built. The tests'

@@ -7,14 +7,13 @@ package soak
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/streamgate/streamgate/internal/buildbin"
 )
 
 // binary is the streamgate binary the tests run, built by TestMain.
@@ -41,26 +40,12 @@ func run(m *testing.M) int {
 	return m.Run()
 }
 
-// build compiles cmd/streamgate the way the e2e tests do (static, same
-// flags), so that one of the two builds finds the other in the cache. A
-// build on empty caches takes minutes on two cores: the bound is
-// generous, and the tests' own deadlines start after it.
+// build compiles cmd/streamgate the way the e2e tests do, so that one of
+// the two builds finds the other in the cache. A build on empty caches
+// takes minutes on two cores: the bound is generous, and the tests' own
+// deadlines start after it.
 func build(out string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	gomod, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
-	if err != nil {
-		return fmt.Errorf("go env GOMOD: %w", err)
-	}
-	root := filepath.Dir(strings.TrimSpace(string(gomod)))
-	if root == "." || strings.TrimSpace(string(gomod)) == os.DevNull {
-		return errors.New("go env GOMOD: not inside the streamgate module")
-	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, "./cmd/streamgate")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("%w\n%s", err, b)
-	}
-	return nil
+	return buildbin.Build(ctx, out)
 }

@@ -28,8 +28,8 @@ type workload struct {
 	churnAfter   [2]time.Duration
 	down         sync.Map // node name -> true while killed or draining
 	rngMu        sync.Mutex
-	rng          *rand.Rand // the clients' choices
-	faults       *rand.Rand // the injector's, on its own: a seed replays the same faults
+	rng          *rand.Rand    // the clients' choices
+	faults       *rand.Rand    // the injector's, on its own: a seed replays the same faults
 	publishEvery time.Duration // between batches of 20, per publisher
 }
 

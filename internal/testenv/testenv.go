@@ -237,33 +237,13 @@ func (e *Env) Produce(t testing.TB, recs ...*kgo.Record) {
 // topic and partition (absent: none).
 func (e *Env) Committed(t testing.TB, subscription string) map[string]map[int32]int64 {
 	t.Helper()
-	if e.admin == nil {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(e.Brokers...))
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.owner.Cleanup(cl.Close)
-		e.admin = kadm.NewClient(cl)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	resp, err := e.admin.FetchOffsets(ctx, kafka.DefaultConfig().GroupPrefix+subscription)
 	out := map[string]map[int32]int64{}
-	if err != nil {
-		if errors.Is(err, kerr.GroupIDNotFound) {
-			return out
+	for topic, ps := range e.Saved(t, subscription) {
+		out[topic] = map[int32]int64{}
+		for p, pos := range ps {
+			out[topic][p] = pos.Offset
 		}
-		t.Fatalf("fetch offsets: %v", err)
 	}
-	resp.Each(func(o kadm.OffsetResponse) {
-		if o.Err != nil || o.At < 0 {
-			return
-		}
-		if out[o.Topic] == nil {
-			out[o.Topic] = map[int32]int64{}
-		}
-		out[o.Topic][o.Partition] = o.At
-	})
 	return out
 }
 
