@@ -248,7 +248,7 @@ func TestSoak(t *testing.T) {
 	assert.Empty(t, overlaps, "two nodes read one shard at once")
 	assert.Zero(t, sum.byCause["unexplained"], "redeliveries with no cause: %v", sum.unexplained)
 	if path := os.Getenv("STREAMGATE_SOAK_REPORT"); path != "" {
-		writeReport(t, path, seed, duration, published, failed, len(topicRecs), sum, len(backwards), savedLost, rounds, len(overlaps), w.rec.sortedFaults())
+		writeReport(t, path, seed, duration, published, failed, len(topicRecs), missing, disorder, sum, len(backwards), savedLost, rounds, len(overlaps), w.rec.sortedFaults())
 	}
 }
 
@@ -320,14 +320,14 @@ func faultList(r *record) []string {
 	return out
 }
 
-func writeReport(t *testing.T, path string, seed uint64, d time.Duration, published, failed, records int, sum summary, backwards, savedLost, rounds, overlaps int, faults []fault) {
+func writeReport(t *testing.T, path string, seed uint64, d time.Duration, published, failed, records, missing, disorder int, sum summary, backwards, savedLost, rounds, overlaps int, faults []fault) {
 	counts := map[string]int{}
 	for _, f := range faults {
 		counts[f.kind]++
 	}
 	var b []byte
 	b = fmt.Appendf(b, "seed %d, faults for %s: %v\n", seed, d, counts)
-	b = fmt.Appendf(b, "published OK %d, failed or unconfirmed %d, records %d\n", published, failed, records)
+	b = fmt.Appendf(b, "published OK %d, failed or unconfirmed %d, records %d, missing %d, out of shard order %d\n", published, failed, records, missing, disorder)
 	b = fmt.Appendf(b, "%s\n", sum)
 	b = fmt.Appendf(b, "backward moves %d, saved acks redelivered %d, claim rounds %d, overlaps %d\n", backwards, savedLost, rounds, overlaps)
 	if err := os.WriteFile(path, b, 0o644); err != nil {

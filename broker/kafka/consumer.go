@@ -132,6 +132,7 @@ type partState struct {
 	fails   int  // consecutive fetch or load failures, for backoff
 	release bool // Release asked for it: save it and forget it
 	loading bool // a load of it is in flight
+	saving  bool // a save of it is in flight
 	reload  bool // Confirm: the load in flight may hold a stale fence; load again
 	// epoch changes whenever fetching of the partition stops or restarts
 	// at a position of ours: records a poll got before that are stale.
@@ -170,7 +171,6 @@ type consumer struct {
 	events   map[tp]broker.ShardEvent // not taken yet
 	eventSig chan struct{}            // capacity 1: events has something
 
-	saveMu    sync.Mutex    // one save at a time
 	kick      chan struct{} // the wanted set changed or a retry is due
 	commitNow chan struct{}
 	cancel    context.CancelFunc

@@ -15,11 +15,15 @@ import (
 // loading partitions (fence, saved position), re-subscribing failed ones,
 // checking that the topics are still the ones it loaded, and saving
 // positions on a timer, on demand and on failure. Release, Confirm and
-// Close save from their callers' goroutines; saveMu keeps one save at a
-// time.
+// Close save from their callers' goroutines, at once; a partition is in
+// one save at a time (partState.saving), so the transactions of its fence
+// never overlap.
 
 // errNotStanding: the node's standing is in doubt, so nothing is saved.
 var errNotStanding = errors.New("not saving: this node's membership of the cluster is in doubt")
+
+// errSaveInFlight: what was asked is being saved by another call already.
+var errSaveInFlight = errors.New("a save of these positions is in flight")
 
 // manage owns the slow work until ctx ends.
 func (c *consumer) manage(ctx context.Context) {
@@ -42,7 +46,7 @@ func (c *consumer) manage(ctx context.Context) {
 		switch {
 		case err == nil || ctx.Err() != nil:
 			failures = 0
-		case errors.Is(err, errNotStanding):
+		case errors.Is(err, errNotStanding), errors.Is(err, errSaveInFlight):
 			saveRetry.Reset(100 * time.Millisecond)
 		default:
 			failures++
@@ -247,12 +251,11 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		release bool
 		err     error
 	}
-	c.saveMu.Lock()
-	defer c.saveMu.Unlock()
 	if c.spec.Standing != nil && !c.spec.Standing() {
 		return nil, nil, errNotStanding
 	}
 	var jobs []*job
+	skipped := false
 	c.mu.Lock()
 	refresh := c.refresh && req.only == nil
 	for k, ps := range c.parts {
@@ -262,11 +265,19 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		if !req.force && !ps.unsaved && !ps.tr.dirty() && !ps.release && !refresh {
 			continue
 		}
+		if ps.saving {
+			skipped = true // another save of it is in flight: one transaction at a time
+			continue
+		}
+		ps.saving = true
 		at, meta := ps.tr.saved()
 		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.acks, seq: ps.seq, release: ps.release})
 	}
 	c.mu.Unlock()
 	if len(jobs) == 0 {
+		if skipped {
+			return nil, nil, errSaveInFlight
+		}
 		return nil, nil, nil
 	}
 	byKey := make(map[tp]*job, len(jobs))
@@ -282,9 +293,12 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 	resume := map[string][]int32{}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	total, failed := 0, false
+	total, failed := 0, skipped
 	for _, j := range jobs {
 		ps := c.parts[j.k]
+		if ps != nil {
+			ps.saving = false
+		}
 		if ps == nil || ps.fence != j.f {
 			continue // forgotten or loaded again meanwhile
 		}
@@ -362,10 +376,14 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 		if err == nil {
 			continue // acks arrived after the snapshot: save again
 		}
+		wait := backoff(attempt)
+		if errors.Is(err, errSaveInFlight) {
+			wait, attempt = 5*time.Millisecond, attempt-1 // another call is saving them
+		}
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("kafka: release: %w", err)
-		case <-time.After(backoff(attempt)):
+		case <-time.After(wait):
 		}
 	}
 	return nil
@@ -406,10 +424,14 @@ func (c *consumer) Confirm(ctx context.Context, shards []broker.ShardID) ([]brok
 		if len(only) == 0 {
 			break
 		}
+		wait := backoff(attempt)
+		if errors.Is(err, errSaveInFlight) {
+			wait, attempt = 5*time.Millisecond, attempt-1
+		}
 		select {
 		case <-ctx.Done():
 			return lost, fmt.Errorf("kafka: confirm: %w", errors.Join(err, ctx.Err()))
-		case <-time.After(backoff(attempt)):
+		case <-time.After(wait):
 		}
 	}
 	return lost, nil
