@@ -214,9 +214,14 @@ var errNoAddress = errors.New("no address found")
 
 // SetLocal replaces this node's subscriptions (the map is copied), gives
 // the state a new version and has the sender spread it to every member.
+//
+// A state equal to the current one changes nothing: no new version, no
+// send, no signal. (The node republishes after every view it applies; a
+// new version each time would make its own view change, and so on, in a
+// loop.)
 func (c *Cluster) SetLocal(subs map[string]SubscriptionState) {
 	c.mu.Lock()
-	if c.stopped {
+	if c.stopped || equalSubs(c.t.local.State.Subscriptions, subs) {
 		c.mu.Unlock()
 		return
 	}

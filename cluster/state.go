@@ -404,6 +404,16 @@ func (t *table) memberList() []Member {
 	return out
 }
 
+// equalSubs says whether two subscription maps hold the same states.
+func equalSubs(a, b map[string]SubscriptionState) bool {
+	return maps.EqualFunc(a, b, func(x, y SubscriptionState) bool {
+		return slices.Equal(x.Claims, y.Claims) && slices.Equal(x.Intents, y.Intents) &&
+			slices.EqualFunc(x.Subscribers, y.Subscribers, func(p, q SubscriberInfo) bool {
+				return p.ID == q.ID && p.OpenedAt.Equal(q.OpenedAt) && slices.Equal(p.Topics, q.Topics)
+			})
+	})
+}
+
 func cloneNode(n NodeState) NodeState {
 	n.Subscriptions = cloneSubs(n.Subscriptions)
 	n.Acks = maps.Clone(n.Acks)

@@ -140,6 +140,7 @@ func TestCluster_JoinOnAnotherNodeTakesItsShareAfterInFlightMessagesAreAcked(t *
 	produceSpread(t, envs[0], "t", shards, 80, 0)
 	held := a.WaitCount(80, 10*time.Second) // a holds 80 un-acked messages
 
+	changes := metricValue(t, envs[0], "streamgate_cluster_assignment_changes_total")
 	joined := time.Now()
 	b := testenv.Subscribe(t, envs[1].Client, earliest("s", "t"))
 	subs := map[string]*testenv.Subscriber{"a": a, "b": b}
@@ -151,12 +152,17 @@ func TestCluster_JoinOnAnotherNodeTakesItsShareAfterInFlightMessagesAreAcked(t *
 		}
 	}
 	require.Len(t, moved, 4, "b takes its fair share")
+	// a's node has applied the join (it moved the shards) before anything
+	// new is published: what it fetched before that is a's to deliver.
+	require.Eventually(t, func() bool {
+		return metricValue(t, envs[0], "streamgate_cluster_assignment_changes_total") >= changes+4
+	}, 10*time.Second, 10*time.Millisecond, "a's node sees b")
 
 	produceSpread(t, envs[0], "t", shards, 80, 80)
 	require.Never(t, func() bool { return b.Count() > 0 }, time.Second, 20*time.Millisecond,
 		"b receives nothing of a moved shard while a holds its messages")
 	require.Eventually(t, func() bool { return a.Count() == 120 }, 10*time.Second, 10*time.Millisecond,
-		"a still gets its own shards' new messages")
+		"a still gets its own shards' new messages: a has %d, b %d; a's notices %v", a.Count(), b.Count(), a.Notices())
 	assert.Equal(t, 80, len(held))
 
 	ids := []string{}

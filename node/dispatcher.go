@@ -527,6 +527,7 @@ func (s *subscription) recompute() {
 				}
 				s.claimed[sh] = true
 				s.metrics.shardsClaimed.Inc()
+				s.log.Debug("claimed a shard", "shard", shardName(sh))
 			}
 			fetch = append(fetch, sh)
 		case s.claimed[sh]:
@@ -612,6 +613,7 @@ func (s *subscription) maybeRelease(sh broker.ShardID) {
 }
 
 func (s *subscription) afterRelease(r releaseResult) {
+	s.log.Debug("released shards", "shards", r.shards, "err", r.err)
 	for _, sh := range r.shards {
 		delete(s.releasing, sh)
 		if r.err != nil {

@@ -163,6 +163,7 @@ func addOffset(m map[string]map[int32]kgo.Offset, k tp, at int64) {
 // failure it returns when to retry.
 func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 	fences, err := takeFences(ctx, c.cl, c.group, parts)
+	c.log.Debug("took fences", "partitions", parts, "err", err)
 	var have map[tp]saved
 	if len(fences) > 0 {
 		var serr error

@@ -6,7 +6,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -69,6 +71,16 @@ type Env struct {
 	owner    testing.TB // the test that started the env, which owns its clients
 }
 
+// testLogger prints the node's logs when STREAMGATE_TEST_LOG is set (to a
+// level: debug, info, warn), and discards them otherwise.
+func testLogger(name string) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("STREAMGATE_TEST_LOG"))); err != nil || os.Getenv("STREAMGATE_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("node", name)
+}
+
 // Stop shuts the node down (streams end, positions are saved); the broker
 // keeps running.
 func (e *Env) Stop() { e.stopOnce.Do(e.stop) }
@@ -109,7 +121,9 @@ func Start(t testing.TB, o Options) *Env {
 	var err error
 	e := &Env{owner: t, Proxy: proxy, Cluster: broker, Brokers: broker.ListenAddrs(), Registry: prometheus.NewRegistry()}
 
+	log := testLogger(o.NodeName)
 	kcfg := kafka.DefaultConfig(e.Brokers...)
+	kcfg.Logger = log
 	kcfg.Registerer = e.Registry
 	if o.Kafka != nil {
 		o.Kafka(&kcfg)
@@ -139,6 +153,7 @@ func Start(t testing.TB, o Options) *Env {
 	var members node.Membership
 	if o.Gossip {
 		ccfg := cluster.DefaultConfig()
+		ccfg.Logger = log
 		ccfg.NodeName = ncfg.NodeName
 		ccfg.BindAddr, ccfg.BindPort = "127.0.0.1", 0
 		ccfg.GRPCAddr = e.Addr
@@ -155,7 +170,7 @@ func Start(t testing.TB, o Options) *Env {
 		}
 		members = e.Gossip
 	}
-	e.Server, err = node.NewServer(ncfg, backend, node.Options{Registry: e.Registry, Cluster: members})
+	e.Server, err = node.NewServer(ncfg, backend, node.Options{Registry: e.Registry, Cluster: members, Logger: log})
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
