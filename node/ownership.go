@@ -129,8 +129,7 @@ func (s *subscription) checkStanding() {
 		s.void(sh, fmt.Sprintf("node %s reads it now", s.remote.claims[shardName(sh)]), true, voided)
 	}
 	s.tellVoided(voided, "this node's membership was in doubt and other nodes took shards over")
-	s.confirm(epoch, mine)
-	if len(taken) > 0 {
+	if !s.confirm(epoch, mine) && len(taken) > 0 {
 		s.recompute()
 	}
 }
@@ -159,11 +158,12 @@ func (s *subscription) disputeClaims() {
 
 // confirm saves shards with their fences in the background; afterConfirm
 // drops those another reader has taken. epoch is the standing epoch the
-// claims are confirmed for.
-func (s *subscription) confirm(epoch uint64, shards []broker.ShardID) {
+// claims are confirmed for. With nothing to save it confirms at once, and
+// reports whether it did so (and recomputed).
+func (s *subscription) confirm(epoch uint64, shards []broker.ShardID) bool {
 	if s.consumer == nil || len(shards) == 0 {
 		s.confirmedAt(epoch)
-		return
+		return true
 	}
 	s.confirming = true
 	c, ctx, quit := s.consumer, s.releaseCtx, s.quit
@@ -178,6 +178,7 @@ func (s *subscription) confirm(epoch uint64, shards []broker.ShardID) {
 		case <-quit:
 		}
 	}()
+	return false
 }
 
 func (s *subscription) afterConfirm(r confirmResult) {
@@ -197,16 +198,18 @@ func (s *subscription) afterConfirm(r confirmResult) {
 		return
 	}
 	s.confirmedAt(r.epoch)
-	s.recompute()
 }
 
-// confirmedAt records that the claims are confirmed for a standing epoch.
-// Messages in flight get a fresh ack deadline when the node was in doubt:
-// their subscribers could not ack while it did not run.
+// confirmedAt records that the claims are confirmed for a standing epoch,
+// and recomputes: the node may claim and deliver again. Messages in flight
+// get a fresh ack deadline when the node was in doubt: their subscribers
+// could not ack while it did not run.
 func (s *subscription) confirmedAt(epoch uint64) {
 	if epoch == s.confirmed {
+		s.recompute()
 		return
 	}
+	defer s.recompute()
 	s.confirmed = epoch
 	now := time.Now()
 	for _, sess := range s.sessions {
