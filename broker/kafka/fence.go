@@ -13,17 +13,23 @@ import (
 )
 
 // Saves are fenced with Kafka's own zombie fencing: every partition of a
-// subscription has a transactional id of its own, and a position is
-// committed only inside a transaction of that id (AddOffsetsToTxn,
-// TxnOffsetCommit, EndTxn), with the producer epoch the reader got when it
-// started reading the partition (InitProducerID). A new reader's
-// InitProducerID bumps the epoch and aborts any transaction the old one
-// left open, so every later save of the old reader fails with
+// subscription has a transactional id of its own (the reader fence), and a
+// position is committed only inside a transaction of that id
+// (AddOffsetsToTxn, TxnOffsetCommit, EndTxn), with the producer epoch the
+// reader got when it started reading the partition (InitProducerID). A new
+// reader's InitProducerID bumps the epoch and aborts any transaction the
+// old one left open, so every later save of the old reader fails with
 // PRODUCER_FENCED: a reader that was frozen, or cut off, can never move a
-// saved position backwards. The same fence makes the first save of a new
-// subscription's start a compare-and-set (see Prepare): of two nodes that
-// choose a start at once, the second one's write is fenced, and it reads
-// the first one's.
+// saved position backwards.
+//
+// The first save of a partition's start (a new subscription, or a shard
+// added to a topic) is a compare-and-set under a second id per partition,
+// the start fence: a writer takes it, reads, and writes the start only if
+// there is still none; of two that race, the second one's fence makes the
+// first one's write fail, and the first one then reads the second one's
+// start. Prepare takes only start fences, so preparing never fences a
+// reader; a reader's progress only ever follows a start it read or wrote,
+// so a start write never overwrites progress.
 //
 // The requests are pinned to the versions before KIP-890 (EndTxn v4,
 // TxnOffsetCommit v4), which keep one epoch across transactions and need
@@ -52,15 +58,20 @@ func fencedVersions() *kversion.Versions {
 	return v
 }
 
-// txnID names the fence of one partition of a group. Topic names cannot
-// hold '#', so the last '#' always separates the group from the topic.
-func txnID(group string, k tp) string {
+// readerID names the reader fence of one partition of a group. Topic
+// names cannot hold '#', so the last '#' always separates the group from
+// the topic.
+func readerID(group string, k tp) string {
 	return group + "#" + k.topic + "-" + strconv.Itoa(int(k.partition))
 }
 
-// takeFence makes this reader the only one whose saves of k succeed.
-func takeFence(ctx context.Context, cl *kgo.Client, group string, k tp) (*fence, error) {
-	id := txnID(group, k)
+// startID names the start fence of one partition of a group; no reader id
+// ends in "#start" (they end in "-<partition>").
+func startID(group string, k tp) string { return readerID(group, k) + "#start" }
+
+// takeFence makes this caller the only one whose saves under the id
+// (readerID or startID of k) succeed.
+func takeFence(ctx context.Context, cl *kgo.Client, id string, k tp) (*fence, error) {
 	req := kmsg.NewPtrInitProducerIDRequest()
 	req.TransactionalID = &id
 	req.TransactionTimeoutMillis = fenceTxnTimeout

@@ -135,7 +135,7 @@ func chooseStarts(ctx context.Context, adm *kadm.Client, parts []tp, o origin, f
 }
 
 // settle returns the saved position of every one of parts, first saving
-// the start of those that have none and whose fence the caller holds
+// the start of those that have none and whose start fence the caller holds
 // (fences). A partition whose save is fenced is left out: another reader
 // or Prepare saved it first, and reading again gives its position.
 func settle(ctx context.Context, cl *kgo.Client, group string, spec broker.SubscriptionSpec, parts []tp, fences map[tp]*fence, log *slog.Logger) (map[tp]saved, error) {
@@ -195,14 +195,14 @@ func parallel(parts []tp, fn func(tp)) {
 	wg.Wait()
 }
 
-// takeFences takes the fence of every one of parts; those that failed are
-// absent, with the first error.
-func takeFences(ctx context.Context, cl *kgo.Client, group string, parts []tp) (map[tp]*fence, error) {
+// takeFences takes a fence (id names it) of every one of parts; those that
+// failed are absent, with the first error.
+func takeFences(ctx context.Context, cl *kgo.Client, id func(tp) string, parts []tp) (map[tp]*fence, error) {
 	var mu sync.Mutex
 	out := make(map[tp]*fence, len(parts))
 	var firstErr error
 	parallel(parts, func(k tp) {
-		f, err := takeFence(ctx, cl, group, k)
+		f, err := takeFence(ctx, cl, id(k), k)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
@@ -223,14 +223,11 @@ const prepareAttempts = 10
 
 // Prepare implements broker.Subscriber: every shard gets a saved position
 // before the subscriber's open is answered. A shard without one gets its
-// start chosen and saved under its fence, a compare-and-set: of two nodes
-// preparing at once, the later one's fence makes the earlier one's save
-// fail, and the earlier one then reads the position the later one saved.
-// Nodes that prepare at the same moment therefore agree on one position.
-//
-// Taking a fence also fences a node that is reading the shard; that
-// happens only for shards that have no position yet (added to a topic a
-// moment ago), and that node then loads the shard again.
+// start chosen and saved under its start fence, a compare-and-set: of two
+// nodes preparing at once, the later one's fence makes the earlier one's
+// save fail, and the earlier one then reads the position the later one
+// saved. Nodes that prepare at the same moment therefore agree on one
+// position, and no reader is disturbed (it holds the other fence).
 func (b *Broker) Prepare(ctx context.Context, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
 	group := b.cfg.GroupPrefix + spec.Name
 	parts := make([]tp, len(shards))
@@ -262,7 +259,7 @@ func (b *Broker) Prepare(ctx context.Context, spec broker.SubscriptionSpec, shar
 			case <-time.After(time.Duration(attempt) * time.Duration(5+rand.IntN(20)) * time.Millisecond):
 			}
 		}
-		fences, err := takeFences(ctx, b.txn, group, missing)
+		fences, err := takeFences(ctx, b.txn, func(k tp) string { return startID(group, k) }, missing)
 		if err != nil {
 			return translate(err)
 		}

@@ -158,16 +158,31 @@ func addOffset(m map[string]map[int32]kgo.Offset, k tp, at int64) {
 	m[k.topic][k.partition] = kgo.NewOffset().At(at)
 }
 
-// load takes the fence of parts, reads their saved positions (choosing and
-// saving the start of those that have none) and starts fetching them. On
-// failure it returns when to retry.
+// load takes the reader fence of parts, reads their saved positions
+// (choosing and saving, under the start fence, the start of those that have
+// none) and starts fetching them. On failure it returns when to retry.
 func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
-	fences, err := takeFences(ctx, c.cl, c.group, parts)
+	fences, err := takeFences(ctx, c.cl, func(k tp) string { return readerID(c.group, k) }, parts)
 	c.log.Debug("took fences", "partitions", parts, "err", err)
 	var have map[tp]saved
 	if len(fences) > 0 {
 		var serr error
-		have, serr = settle(ctx, c.cl, c.group, c.spec, parts, fences, c.log)
+		have, serr = readSaved(ctx, c.adm, c.group, parts, c.log)
+		var missing []tp
+		for _, k := range parts {
+			if _, ok := have[k]; !ok && serr == nil {
+				missing = append(missing, k)
+			}
+		}
+		if len(missing) > 0 {
+			starts, ferr := takeFences(ctx, c.cl, func(k tp) string { return startID(c.group, k) }, missing)
+			var settled map[tp]saved
+			settled, serr = settle(ctx, c.cl, c.group, c.spec, parts, starts, c.log)
+			serr = errors.Join(ferr, serr)
+			if settled != nil {
+				have = settled
+			}
+		}
 		err = errors.Join(err, serr)
 	}
 	ids := map[string][16]byte{}
