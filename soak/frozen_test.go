@@ -70,9 +70,14 @@ func TestProcess_AFrozenNodeNeitherDeliversNorMovesSavedPositionsBackwardsAfterI
 	bg.Add(1)
 	go func() {
 		defer bg.Done()
+		pace := time.NewTicker(time.Millisecond) // a steady trickle, not a flood: the load is not the point
+		defer pace.Stop()
 		for i := 0; pubCtx.Err() == nil; i++ {
 			_ = prod.ProduceSync(pubCtx, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, "k%d", i%50), Value: fmt.Appendf(nil, "m%d", i)})
-			time.Sleep(time.Millisecond) // a steady trickle, not a flood: the load is not the point
+			select {
+			case <-pace.C:
+			case <-pubCtx.Done():
+			}
 		}
 	}()
 
@@ -93,8 +98,18 @@ func TestProcess_AFrozenNodeNeitherDeliversNorMovesSavedPositionsBackwardsAfterI
 	f.thaw(frozen)
 	thawAt := time.Now()
 	rec.addFault(fault{kind: "freeze", node: frozen.name, start: freezeAt, end: thawAt})
-	// It runs on, and takes shards back once the cluster agrees.
-	time.Sleep(5 * time.Second) // the run under test; conditions are checked after
+	// It runs on, and takes shards back once the cluster agrees: wait
+	// until it delivers something new again.
+	require.True(t, waitFor(30*time.Second, func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, m := range rec.msgs {
+			if d := m.deliveries[0]; d.sess == sessions[frozen.name] && d.at.After(thawAt.Add(time.Second)) {
+				return true
+			}
+		}
+		return false
+	}), "the frozen node serves again")
 	stopPub()
 	require.True(t, waitFor(30*time.Second, func() bool {
 		recs := readTopic(t, f, topic)
