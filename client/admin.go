@@ -52,11 +52,24 @@ type ShardInfo struct {
 	Node         string // the owner's node
 	ClaimedBy    string // the node reading it now
 	InFlight     int
-	Backlog      int64 // -1: unknown
+	// Backlog counts the messages after the shard's saved position, less
+	// the acks saved with it; acks not saved yet (AckedUnsaved) still count
+	// in it until the next save. Without a saved position (Saved false) it
+	// counts from where a reader would start. -1: unknown.
+	Backlog int64
+	// AckedUnsaved counts messages acked by subscribers that the saved
+	// position does not include yet (summed over the nodes that answered).
+	AckedUnsaved int64
+	// Saved says whether the subscription has a saved position on the
+	// shard.
+	Saved bool
 }
 
 // DescribeSubscription tells who owns and reads each shard of a
-// subscription.
+// subscription, and each shard's backlog and acks not saved yet. A
+// subscription nobody is subscribed to is described from its saved
+// positions (Subscribers is empty, and so are the shards' owners); one with
+// neither subscribers nor saved positions fails with NOT_FOUND.
 func (c *Client) DescribeSubscription(ctx context.Context, name string) (*SubscriptionInfo, error) {
 	resp, err := pb.NewAdminClient(c.conn).DescribeSubscription(ctx, &pb.DescribeSubscriptionRequest{Subscription: name})
 	if err != nil {
@@ -69,7 +82,7 @@ func (c *Client) DescribeSubscription(ctx context.Context, name string) (*Subscr
 	for _, s := range resp.GetShards() {
 		out.Shards = append(out.Shards, ShardInfo{
 			Shard: s.GetShard(), SubscriberID: s.GetSubscriberId(), Node: s.GetNode(), ClaimedBy: s.GetClaimedBy(),
-			InFlight: int(s.GetInFlight()), Backlog: s.GetBacklog(),
+			InFlight: int(s.GetInFlight()), Backlog: s.GetBacklog(), AckedUnsaved: s.GetAckedUnsaved(), Saved: s.GetSaved(),
 		})
 	}
 	return out, nil

@@ -7,34 +7,88 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"strings"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/resolver/manual"
 
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
-// Client is a connection to a streamgate node (or a load balancer in front
-// of several).
+// Client is a connection to streamgate: one node, several, or a load
+// balancer in front of them. It is safe for concurrent use.
 type Client struct {
 	conn *grpc.ClientConn
 }
 
-// Dial connects to target (host:port). Without options the connection is
-// plaintext.
-func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
-	if len(opts) == 0 {
-		opts = []grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
-		}
+// DefaultDialOptions are what Dial starts from; options given to Dial are
+// applied after them, so one option replaces only its own default:
+//   - plaintext (grpc.WithTransportCredentials replaces it);
+//   - a 16 MiB receive limit (a batch of messages can be large);
+//   - streams spread round-robin over every address of the target, skipping
+//     the ones that do not answer;
+//   - keepalive pings every 10 s (the least grpc-go allows), so a stream on
+//     a node that froze or vanished without closing its connections fails
+//     within about 15 s instead of waiting forever.
+func DefaultDialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 	}
-	conn, err := grpc.NewClient(target, opts...)
+}
+
+// listScheme names the resolver of a comma-separated address list.
+var listScheme atomic.Uint64
+
+// Dial connects to target, which is one of
+//   - "host:port": every address the name resolves to (DNS), so a name with
+//     one record per node reaches all of them;
+//   - "host1:port,host2:port,...": these addresses;
+//   - any gRPC target ("dns:///name:port", "unix:///path").
+//
+// Streams go round-robin over the addresses that answer, and the high-level
+// Receive and Publisher open their next stream on another one when a node
+// dies or drains. opts are applied after DefaultDialOptions.
+func Dial(target string, opts ...grpc.DialOption) (*Client, error) {
+	all := append(DefaultDialOptions(), opts...)
+	if addrs := splitList(target); len(addrs) > 1 {
+		r := manual.NewBuilderWithScheme(fmt.Sprintf("streamgate-list-%d", listScheme.Add(1)))
+		state := resolver.State{}
+		for _, a := range addrs {
+			state.Addresses = append(state.Addresses, resolver.Address{Addr: a})
+		}
+		r.InitialState(state)
+		all = append(all, grpc.WithResolvers(r))
+		target = r.Scheme() + ":///" + strings.Join(addrs, ",")
+	} else if len(addrs) == 1 {
+		target = addrs[0]
+	} else {
+		return nil, errors.New("streamgate: dial: no address given")
+	}
+	conn, err := grpc.NewClient(target, all...)
 	if err != nil {
 		return nil, err
 	}
 	return &Client{conn: conn}, nil
+}
+
+// splitList splits a comma-separated target, dropping empty items.
+func splitList(target string) []string {
+	var out []string
+	for _, a := range strings.Split(target, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Close closes the connection.

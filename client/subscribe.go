@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
@@ -17,17 +20,43 @@ type SubscribeOptions struct {
 	Topics        []string
 	FromBeginning bool   // start at the earliest message if the subscription has no position yet
 	MaxUnacked    uint32 // 0: the server's limit
+	// OpenTimeout bounds the wait for the server's opened reply (a new
+	// subscription settles its start positions first). Default 30 s.
+	OpenTimeout time.Duration
+	// CloseTimeout bounds Close's wait for the server to end the stream
+	// after the last acks. Default 10 s.
+	CloseTimeout time.Duration
 }
 
-// Subscriber is one open Subscribe stream. Recv from one goroutine; Ack and
-// Nack may be called from another.
+// ErrClosed is returned by Ack and Nack after Close.
+var ErrClosed = errors.New("streamgate: subscriber closed")
+
+// Subscriber is one open Subscribe stream: the low-level API, one stream on
+// one node, no reconnect (Subscription.Receive adds that). Recv from one
+// goroutine; Ack, Nack and Close may be called from any.
 type Subscriber struct {
-	stream pb.Subscriber_SubscribeClient
-	cancel context.CancelFunc
+	stream       pb.Subscriber_SubscribeClient
+	cancel       context.CancelFunc
+	closeTimeout time.Duration
 	// ID, MaxUnacked and Node come from the server's opened reply.
 	ID         string
 	MaxUnacked uint32
 	Node       string
+
+	sendMu sync.Mutex // guards Send against CloseSend, and closed
+	closed bool
+
+	items     chan received // from the reader goroutine to Recv
+	ended     chan struct{} // closed when the reader has seen the stream end
+	endErr    error         // how it ended (io.EOF: the server ended it with OK); set before ended closes
+	closing   chan struct{} // closed by Close: the reader drops what it reads
+	closeOnce sync.Once
+}
+
+// received is one response for Recv.
+type received struct {
+	msgs   []Received
+	notice *Notice
 }
 
 // Received is one message.
@@ -50,6 +79,8 @@ type Notice struct {
 }
 
 // Subscribe opens a subscriber and waits for the server's opened reply.
+// Canceling ctx ends the stream at once (acks not yet sent are lost);
+// Close ends it gracefully.
 func (c *Client) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := pb.NewSubscriberClient(c.conn).Subscribe(ctx)
@@ -65,12 +96,20 @@ func (c *Client) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber
 		Subscription: o.Subscription, Topics: o.Topics, StartPosition: start, MaxUnacked: o.MaxUnacked,
 	}}})
 	if err != nil {
+		_, err = stream.Recv() // the stream's status says why
 		cancel()
 		return nil, err
 	}
+	openTimeout := orDefault(o.OpenTimeout, 30*time.Second)
+	var timedOut atomic.Bool
+	timer := time.AfterFunc(openTimeout, func() { timedOut.Store(true); cancel() })
 	resp, err := stream.Recv()
+	timer.Stop()
 	if err != nil {
 		cancel()
+		if timedOut.Load() {
+			return nil, status.Errorf(codes.DeadlineExceeded, "streamgate: no opened reply within %s", openTimeout)
+		}
 		return nil, err
 	}
 	opened := resp.GetOpened()
@@ -78,19 +117,37 @@ func (c *Client) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber
 		cancel()
 		return nil, errors.New("streamgate: the server did not answer opened")
 	}
-	return &Subscriber{stream: stream, cancel: cancel, ID: opened.GetSubscriberId(), MaxUnacked: opened.GetMaxUnacked(), Node: opened.GetNode()}, nil
+	s := &Subscriber{
+		stream: stream, cancel: cancel, closeTimeout: orDefault(o.CloseTimeout, 10*time.Second),
+		ID: opened.GetSubscriberId(), MaxUnacked: opened.GetMaxUnacked(), Node: opened.GetNode(),
+		items: make(chan received), ended: make(chan struct{}), closing: make(chan struct{}),
+	}
+	go s.read()
+	return s, nil
 }
 
-// Recv waits for the next batch of messages or a notice (one of the two is
-// set). After a terminal notice, or when the stream ends, it returns an
-// error with the stream's status.
-func (s *Subscriber) Recv() ([]Received, *Notice, error) {
-	resp, err := s.stream.Recv()
-	if err != nil {
-		return nil, nil, err
+// read turns responses into items for Recv until the stream ends; it never
+// outlives the stream's context.
+func (s *Subscriber) read() {
+	defer close(s.ended)
+	for {
+		resp, err := s.stream.Recv()
+		if err != nil {
+			s.endErr = err
+			return
+		}
+		it := toReceived(resp)
+		select {
+		case s.items <- it:
+		case <-s.closing: // nobody reads any more: drop it, it was not acked
+		case <-s.stream.Context().Done(): // the next Recv fails
+		}
 	}
+}
+
+func toReceived(resp *pb.SubscribeResponse) received {
 	if n := resp.GetNotice(); n != nil {
-		return nil, &Notice{Code: codes.Code(n.GetStatus().GetCode()), Message: n.GetStatus().GetMessage(), Terminal: n.GetTerminal()}, nil
+		return received{notice: &Notice{Code: codes.Code(n.GetStatus().GetCode()), Message: n.GetStatus().GetMessage(), Terminal: n.GetTerminal()}}
 	}
 	batch := resp.GetMessages().GetMessages()
 	out := make([]Received, len(batch))
@@ -107,24 +164,98 @@ func (s *Subscriber) Recv() ([]Received, *Notice, error) {
 		}
 		out[i] = r
 	}
-	return out, nil, nil
+	return received{msgs: out}
+}
+
+// Recv waits for the next batch of messages or a notice (one of the two is
+// set). After a terminal notice, or when the stream ends, it returns an
+// error with the stream's status (io.EOF when the server ended it with OK,
+// as it does after Close).
+func (s *Subscriber) Recv() ([]Received, *Notice, error) {
+	return s.recv(context.Background())
+}
+
+// recv is Recv that also returns when ctx ends (with ctx's error).
+func (s *Subscriber) recv(ctx context.Context) ([]Received, *Notice, error) {
+	select {
+	case it := <-s.items:
+		return it.msgs, it.notice, nil
+	case <-s.ended:
+		return nil, nil, s.endErr
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
 }
 
 // Ack acks messages by id.
 func (s *Subscriber) Ack(ids ...string) error {
-	return s.stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{MessageIds: ids}}})
+	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Ack{Ack: &pb.Ack{MessageIds: ids}}})
 }
 
 // Nack hands messages back for redelivery.
 func (s *Subscriber) Nack(ids ...string) error {
-	return s.stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: ids}}})
+	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: ids}}})
 }
 
-// Close leaves: the server hands un-acked messages to other subscribers.
+func (s *Subscriber) send(req *pb.SubscribeRequest) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return s.stream.Send(req)
+}
+
+// Close leaves gracefully: it half-closes the stream after the acks already
+// sent, and waits (up to CloseTimeout) for the server to end it, which the
+// server does once it has applied every one of them; un-acked messages go
+// to other subscribers. Messages that arrive meanwhile are dropped (they
+// were not acked, so they come back). Close returns an error only when the
+// server did not end the stream in time: acks may then be lost.
 func (s *Subscriber) Close() error {
-	err := s.stream.CloseSend()
-	s.cancel()
+	var err error
+	s.closeOnce.Do(func() {
+		close(s.closing)
+		half := make(chan struct{})
+		go func() {
+			defer close(half)
+			s.sendMu.Lock()
+			defer s.sendMu.Unlock()
+			if !s.closed {
+				s.closed = true
+				_ = s.stream.CloseSend() // when it fails, the stream has ended already
+			}
+		}()
+		timer := time.NewTimer(s.closeTimeout)
+		defer timer.Stop()
+		select {
+		case <-s.ended:
+		case <-timer.C:
+			err = fmt.Errorf("streamgate: the server did not end the stream within %s of close; acks sent last may be lost", s.closeTimeout)
+		}
+		s.cancel() // ends a Send stuck on a server that stopped reading
+		<-half
+		<-s.ended
+	})
 	return err
+}
+
+// Err is how the stream ended, once it has: nil while it is open, io.EOF
+// after a clean end.
+func (s *Subscriber) Err() error {
+	select {
+	case <-s.ended:
+		return s.endErr
+	default:
+		return nil
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
 }
 
 // String describes a notice.

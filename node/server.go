@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/streamgate/streamgate/broker"
@@ -79,7 +80,11 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		reg:     reg,
 		// Publish requests carry batches: allow more than gRPC's 4 MiB
 		// default; the node-wide byte cap bounds what is held.
-		grpc:   grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes(cfg))),
+		// Clients ping every 10 s to notice a frozen or vanished node
+		// (client.DefaultDialOptions); gRPC's default policy would answer
+		// pings more often than every 5 minutes with GOAWAY.
+		grpc: grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true})),
 		health: health.NewServer(),
 	}
 	m := newMetrics(reg)
