@@ -133,11 +133,23 @@ func (s *Subscription) Receive(ctx context.Context, f func(context.Context, *Del
 	)
 	for {
 		attempts++
-		sub, err := s.c.Subscribe(ctx, SubscribeOptions{
+		// The stream outlives ctx, so that Receive can close it gracefully
+		// after ctx ends; ctx aborts only the open.
+		sctx, scancel := context.WithCancel(context.WithoutCancel(ctx))
+		stopOpen := context.AfterFunc(ctx, scancel)
+		sub, err := s.c.Subscribe(sctx, SubscribeOptions{
 			Subscription: s.Name, Topics: s.Topics, FromBeginning: r.set.FromBeginning,
 			MaxUnacked: uint32(r.set.MaxOutstanding), OpenTimeout: r.set.OpenTimeout, CloseTimeout: r.set.CloseTimeout,
 		})
+		if !stopOpen() {
+			if err == nil {
+				_ = sub.Close()
+			}
+			scancel()
+			return nil
+		}
 		if err != nil {
+			scancel()
 			if ctx.Err() != nil {
 				return nil
 			}
@@ -160,9 +172,12 @@ func (s *Subscription) Receive(ctx context.Context, f func(context.Context, *Del
 		err = r.serve(ctx, sess)
 		if ctx.Err() != nil {
 			r.stopWorkers() // handlers finish and ack
-			return sess.close()
+			err := sess.close()
+			scancel()
+			return err
 		}
 		dropped = sess.breakOff()
+		scancel()
 		from, lastErr = sub.Node, err
 		if errors.Is(err, io.EOF) {
 			lastErr = status.Error(codes.Unavailable, "the server ended the stream")

@@ -115,7 +115,12 @@ func (ps *publishStream) publish(ctx context.Context, m *pb.OutgoingMessage) err
 	}
 	ps.svc.metrics.publishBufferedBytes.Add(float64(size))
 	reqID := m.GetRequestId()
-	ps.svc.backend.Publish(ctx, msg, func(r broker.PublishResult) {
+	// Not the stream's context: a message taken is published (or fails by
+	// the publish timeout) even when its stream ends first. franz-go fails
+	// a partition's whole queue when its head record's context is
+	// canceled, so a client that went away would fail other clients'
+	// messages with CANCELED.
+	ps.svc.backend.Publish(context.WithoutCancel(ctx), msg, func(r broker.PublishResult) {
 		ps.svc.bytes.Release(size)
 		ps.svc.metrics.publishBufferedBytes.Sub(float64(size))
 		ps.results <- &pb.PublishResult{RequestId: reqID, MessageId: r.ID, Error: toStatus(r.Err)}

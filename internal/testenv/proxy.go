@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-// Proxy forwards TCP connections to a broker; stopping it makes the broker
+// Proxy forwards TCP connections to a broker (or a node); stopping it makes the broker
 // unreachable (connections cut, new ones refused) until it starts again on
 // the same address.
 type Proxy struct {
@@ -19,6 +19,9 @@ type Proxy struct {
 	conns map[net.Conn]bool
 	wg    sync.WaitGroup
 }
+
+// NewProxy starts a proxy to target on a loopback port of its own.
+func NewProxy(t testing.TB, target string) *Proxy { return newProxy(t, target) }
 
 func newProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
