@@ -234,3 +234,53 @@ type Consumer interface {
 type BacklogReporter interface {
 	Backlog(ctx context.Context, subscription string, shards []ShardID) (map[ShardID]int64, error)
 }
+
+// ShardProgress is a subscription's progress on one shard as the backend
+// has it saved: what any node would resume from, whether or not anyone is
+// subscribed. It holds counts, never backend positions.
+type ShardProgress struct {
+	Shard ShardID
+	// Saved says whether the subscription has a saved position on the
+	// shard.
+	Saved bool
+	// Backlog counts the messages of the shard that the saved position
+	// does not mark acked: those after it, less the acks above it that
+	// were saved with it. Acks not saved yet still count (see
+	// Inspector.Unsaved). Without a saved position it counts from where a
+	// reader would start: the shard's first message still held for a
+	// subscription that starts at the earliest, else the first message
+	// published after the subscription was created, else (when the
+	// backend does not know when) the first message still held. Messages
+	// the backend has dropped (retention) do not count. It counts
+	// positions, so on a compacted shard it errs high. -1: the backend
+	// cannot tell (for example the topic no longer exists).
+	Backlog int64
+}
+
+// Inspector is implemented by backends that can report a subscription's
+// saved progress without reading it; the node type-asserts its backend.
+//
+// Both methods are read-only: they change no position, take no fence and
+// disturb no reader. They may be called from any goroutine, at the same
+// time as each other and as the subscription's consumers; what they report
+// is a snapshot that a save may change the next moment.
+type Inspector interface {
+	// Inspect reports every shard of topics (every topic on which the
+	// subscription has a saved position, when topics is empty), sorted by
+	// topic and index. A topic named in topics that does not exist fails
+	// with ErrTopicNotFound. An empty answer with a nil error, for empty
+	// topics, means the backend has no saved position of the subscription
+	// at all: it does not know it. Cost: a handful of requests to the
+	// backend per call, however many messages the shards hold (Kafka: the
+	// group's committed offsets, topic metadata, start and end offsets,
+	// and offsets by time when a shard has no saved position).
+	Inspect(ctx context.Context, subscription string, topics []string) ([]ShardProgress, error)
+	// Unsaved counts, per shard, the messages acked through this
+	// process's consumers of the subscription that the saved position
+	// does not include yet; they are saved at the next save (at most the
+	// save interval later). Shards without such acks are absent; other
+	// nodes' acks are theirs to count. It reads memory only and never
+	// blocks on the backend; it costs one pass over the shards the
+	// consumers hold.
+	Unsaved(subscription string) map[ShardID]int64
+}

@@ -57,18 +57,21 @@ func (a *adminService) localSubscribers() int {
 	return n
 }
 
+// DescribeSubscription answers with the subscription's subscribers, the
+// assignment, and every shard's progress: the backlog as saved by the
+// backend and the acks not saved yet (this node's and, asked with
+// local_only, every other member's). With nobody subscribed the backend's
+// saved positions tell the topics and the progress; a subscription with
+// neither subscribers nor saved positions is NOT_FOUND.
 func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.DescribeSubscriptionRequest) (*pb.DescribeSubscriptionResponse, error) {
 	name := req.GetSubscription()
 	if name == "" {
 		return nil, grpcError(invalidf("subscription is empty"))
 	}
 	local := a.localShards(ctx, name)
+	insp, _ := a.backend.(broker.Inspector)
 	if req.GetLocalOnly() {
-		resp := &pb.DescribeSubscriptionResponse{Subscription: name}
-		for _, si := range local {
-			resp.Shards = append(resp.Shards, &pb.ShardInfo{Shard: shardName(si.shard), InFlight: uint32(si.inFlight), ClaimedBy: claimedBy(si, a.cfg.NodeName)})
-		}
-		return resp, nil
+		return a.describeLocal(name, local, insp), nil
 	}
 
 	resp := &pb.DescribeSubscriptionResponse{Subscription: name}
@@ -104,32 +107,71 @@ func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.Describ
 			claims[c] = a.cfg.NodeName
 		}
 	}
-	if len(resp.Subscribers) == 0 && len(claims) == 0 && len(local) == 0 {
-		return nil, grpcError(notFoundf("subscription %q has no subscribers in the cluster", name))
+	active := len(resp.Subscribers) > 0 || len(claims) > 0 || len(local) > 0
+
+	// Nobody subscribed: the saved positions name the topics and shards.
+	var saved []broker.ShardProgress
+	if len(resp.Subscribers) == 0 {
+		if insp != nil {
+			var err error
+			saved, err = insp.Inspect(ctx, name, nil)
+			if err != nil && !active {
+				return nil, grpcError(err)
+			}
+			for _, p := range saved {
+				if !slices.Contains(topics, p.Shard.Topic) {
+					topics = append(topics, p.Shard.Topic)
+				}
+			}
+			slices.Sort(topics)
+		}
+		if !active && len(saved) == 0 {
+			if insp == nil {
+				return nil, grpcError(notFoundf("subscription %q has no subscribers in the cluster", name))
+			}
+			return nil, grpcError(notFoundf("subscription %q has no subscribers and no saved positions", name))
+		}
 	}
 	slices.SortFunc(resp.Subscribers, func(x, y *pb.SubscriberInfo) int { return cmp.Compare(x.Id, y.Id) })
 	resp.Topics = topics
 
 	inFlight := map[string]uint32{}
+	unsaved := map[string]int64{}
 	for _, si := range local {
 		inFlight[shardName(si.shard)] += uint32(si.inFlight)
+	}
+	if insp != nil {
+		for sh, n := range insp.Unsaved(name) {
+			unsaved[shardName(sh)] += n
+		}
 	}
 	if a.members != nil {
 		for _, m := range a.members.Members() {
 			if m.Name == a.cfg.NodeName || m.GRPCAddr == "" || m.State != "alive" {
 				continue
 			}
-			for shard, n := range a.remoteInFlight(ctx, m.GRPCAddr, name) {
-				inFlight[shard] += n
+			for _, s := range a.remoteShards(ctx, m.GRPCAddr, name) {
+				inFlight[s.GetShard()] += s.GetInFlight()
+				unsaved[s.GetShard()] += s.GetAckedUnsaved()
 			}
 		}
 	}
 
 	var shards []broker.ShardID
-	if len(topics) > 0 {
+	progress := map[broker.ShardID]broker.ShardProgress{}
+	switch {
+	case len(resp.Subscribers) == 0:
+		for _, p := range saved {
+			shards = append(shards, p.Shard)
+			progress[p.Shard] = p
+		}
+	case len(topics) > 0:
 		var err error
 		if shards, err = a.backend.Shards(ctx, topics); err != nil {
 			return nil, grpcError(err)
+		}
+		for sh, p := range a.progress(ctx, name, topics, shards) {
+			progress[sh] = p
 		}
 	}
 	names := make([]string, len(shards))
@@ -137,21 +179,69 @@ func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.Describ
 		names[i] = shardName(sh)
 	}
 	assign := ring.Assign(ids, names)
-	backlog := map[broker.ShardID]int64{}
-	if br, ok := a.backend.(broker.BacklogReporter); ok && len(shards) > 0 {
-		if b, err := br.Backlog(ctx, name, shards); err == nil {
-			backlog = b
-		}
-	}
 	for i, sh := range shards {
 		si := &pb.ShardInfo{Shard: names[i], SubscriberId: assign[names[i]], Node: nodeOf[assign[names[i]]],
-			ClaimedBy: claims[names[i]], InFlight: inFlight[names[i]], Backlog: -1}
-		if b, ok := backlog[sh]; ok {
-			si.Backlog = b
+			ClaimedBy: claims[names[i]], InFlight: inFlight[names[i]], Backlog: -1, AckedUnsaved: unsaved[names[i]]}
+		if p, ok := progress[sh]; ok {
+			si.Backlog, si.Saved = p.Backlog, p.Saved
 		}
 		resp.Shards = append(resp.Shards, si)
 	}
 	return resp, nil
+}
+
+// progress is each shard's saved progress, from the backend's Inspector
+// or, lacking one, its BacklogReporter (which cannot say whether a
+// position is saved). Shards the backend could not tell about are absent.
+func (a *adminService) progress(ctx context.Context, name string, topics []string, shards []broker.ShardID) map[broker.ShardID]broker.ShardProgress {
+	out := map[broker.ShardID]broker.ShardProgress{}
+	if insp, ok := a.backend.(broker.Inspector); ok {
+		ps, err := insp.Inspect(ctx, name, topics)
+		if err == nil {
+			for _, p := range ps {
+				out[p.Shard] = p
+			}
+		}
+		return out
+	}
+	if br, ok := a.backend.(broker.BacklogReporter); ok && len(shards) > 0 {
+		if b, err := br.Backlog(ctx, name, shards); err == nil {
+			for sh, n := range b {
+				out[sh] = broker.ShardProgress{Shard: sh, Backlog: n}
+			}
+		}
+	}
+	return out
+}
+
+// describeLocal is the local_only answer: the shards this node claims or
+// has messages of in flight, and those it holds acks of that are not
+// saved yet.
+func (a *adminService) describeLocal(name string, local []shardInfo, insp broker.Inspector) *pb.DescribeSubscriptionResponse {
+	resp := &pb.DescribeSubscriptionResponse{Subscription: name}
+	var unsaved map[broker.ShardID]int64
+	if insp != nil {
+		unsaved = insp.Unsaved(name)
+	}
+	seen := map[broker.ShardID]bool{}
+	for _, si := range local {
+		seen[si.shard] = true
+		resp.Shards = append(resp.Shards, &pb.ShardInfo{Shard: shardName(si.shard), InFlight: uint32(si.inFlight),
+			ClaimedBy: claimedBy(si, a.cfg.NodeName), AckedUnsaved: unsaved[si.shard]})
+	}
+	var rest []broker.ShardID
+	for sh := range unsaved {
+		if !seen[sh] {
+			rest = append(rest, sh)
+		}
+	}
+	slices.SortFunc(rest, func(x, y broker.ShardID) int {
+		return cmp.Or(cmp.Compare(x.Topic, y.Topic), cmp.Compare(x.Index, y.Index))
+	})
+	for _, sh := range rest {
+		resp.Shards = append(resp.Shards, &pb.ShardInfo{Shard: shardName(sh), AckedUnsaved: unsaved[sh]})
+	}
+	return resp
 }
 
 func claimedBy(si shardInfo, node string) string {
@@ -181,8 +271,9 @@ func (a *adminService) localShards(ctx context.Context, name string) []shardInfo
 	return nil
 }
 
-// remoteInFlight asks another member for its first-hand shard states.
-func (a *adminService) remoteInFlight(ctx context.Context, addr, name string) map[string]uint32 {
+// remoteShards asks another member for its first-hand shard states (in
+// flight, acks not saved yet); nil when it does not answer in time.
+func (a *adminService) remoteShards(ctx context.Context, addr, name string) []*pb.ShardInfo {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -194,9 +285,5 @@ func (a *adminService) remoteInFlight(ctx context.Context, addr, name string) ma
 	if err != nil {
 		return nil
 	}
-	out := map[string]uint32{}
-	for _, s := range resp.GetShards() {
-		out[s.GetShard()] += s.GetInFlight()
-	}
-	return out
+	return resp.GetShards()
 }

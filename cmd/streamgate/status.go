@@ -8,6 +8,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/streamgate/streamgate/client"
 )
 
@@ -45,21 +48,48 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	for _, name := range subs {
 		info, err := c.DescribeSubscription(ctx, name)
 		if err != nil {
+			if st, ok := status.FromError(err); ok && st.Code() == codes.NotFound {
+				return fmt.Errorf("status: %s", st.Message())
+			}
 			return fmt.Errorf("status: subscription %q: %w", name, err)
 		}
-		fmt.Fprintf(stdout, "\nsubscription %s (topics %s):\n", info.Name, strings.Join(info.Topics, ","))
-		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "SHARD\tSUBSCRIBER\tNODE\tREAD BY\tIN FLIGHT\tBACKLOG")
-		for _, s := range info.Shards {
-			backlog := "?"
-			if s.Backlog >= 0 {
-				backlog = fmt.Sprint(s.Backlog)
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", s.Shard, s.SubscriberID, s.Node, orDash(s.ClaimedBy), s.InFlight, backlog)
-		}
-		tw.Flush()
+		printSubscription(stdout, info)
 	}
 	return nil
+}
+
+// printSubscription prints one subscription's shards. SAVED BACKLOG is what
+// the backend has saved (messages after the saved position); ACKED UNSAVED
+// is the part of it that subscribers acked and the next save removes.
+func printSubscription(w io.Writer, info *client.SubscriptionInfo) {
+	fmt.Fprintf(w, "\nsubscription %s (topics %s):\n", info.Name, strings.Join(info.Topics, ","))
+	if len(info.Subscribers) == 0 {
+		fmt.Fprintln(w, "no subscribers; positions saved by the backend")
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SHARD\tSUBSCRIBER\tNODE\tREAD BY\tIN FLIGHT\tSAVED BACKLOG\tACKED UNSAVED")
+	var backlog, unsaved int64
+	unknown := false
+	for _, s := range info.Shards {
+		b := "?"
+		switch {
+		case s.Backlog < 0:
+			unknown = true
+		case !s.Saved:
+			b = fmt.Sprintf("%d (no saved position)", s.Backlog)
+		default:
+			b = fmt.Sprint(s.Backlog)
+		}
+		backlog += max(s.Backlog, 0)
+		unsaved += s.AckedUnsaved
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\n", s.Shard, orDash(s.SubscriberID), orDash(s.Node), orDash(s.ClaimedBy), s.InFlight, b, s.AckedUnsaved)
+	}
+	tw.Flush()
+	total := fmt.Sprint(backlog)
+	if unknown {
+		total = "at least " + total
+	}
+	fmt.Fprintf(w, "total: saved backlog %s, acked unsaved %d\n", total, unsaved)
 }
 
 func orDash(s string) string {

@@ -1320,13 +1320,23 @@ func (x *SubscriberInfo) GetOpenedAt() *timestamppb.Timestamp {
 }
 
 type ShardInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Shard         string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
-	SubscriberId  string                 `protobuf:"bytes,2,opt,name=subscriber_id,json=subscriberId,proto3" json:"subscriber_id,omitempty"` // the owner the assignment gives it
-	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`                                     // the owner's node
-	ClaimedBy     string                 `protobuf:"bytes,4,opt,name=claimed_by,json=claimedBy,proto3" json:"claimed_by,omitempty"`          // the node that reads it now, if any
-	InFlight      uint32                 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`            // messages delivered and not acked
-	Backlog       int64                  `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`                              // messages after the saved position; -1 when the backend cannot tell
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Shard        string                 `protobuf:"bytes,1,opt,name=shard,proto3" json:"shard,omitempty"`
+	SubscriberId string                 `protobuf:"bytes,2,opt,name=subscriber_id,json=subscriberId,proto3" json:"subscriber_id,omitempty"` // the owner the assignment gives it
+	Node         string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`                                     // the owner's node
+	ClaimedBy    string                 `protobuf:"bytes,4,opt,name=claimed_by,json=claimedBy,proto3" json:"claimed_by,omitempty"`          // the node that reads it now, if any
+	InFlight     uint32                 `protobuf:"varint,5,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`            // messages delivered and not acked
+	// backlog: messages after the saved position (acks saved with it above
+	// it excluded); -1 when the backend cannot tell. It is the saved
+	// backlog: acks not saved yet (acked_unsaved) still count in it. Without
+	// a saved position (saved false) it counts from where a reader would
+	// start.
+	Backlog int64 `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`
+	// acked_unsaved: messages subscribers acked that the saved position does
+	// not include yet, summed over the nodes that answered; they leave the
+	// backlog at the next save (--commit-interval, --commit-every).
+	AckedUnsaved  int64 `protobuf:"varint,7,opt,name=acked_unsaved,json=ackedUnsaved,proto3" json:"acked_unsaved,omitempty"`
+	Saved         bool  `protobuf:"varint,8,opt,name=saved,proto3" json:"saved,omitempty"` // the subscription has a saved position on this shard
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1403,6 +1413,24 @@ func (x *ShardInfo) GetBacklog() int64 {
 	return 0
 }
 
+func (x *ShardInfo) GetAckedUnsaved() int64 {
+	if x != nil {
+		return x.AckedUnsaved
+	}
+	return 0
+}
+
+func (x *ShardInfo) GetSaved() bool {
+	if x != nil {
+		return x.Saved
+	}
+	return false
+}
+
+// DescribeSubscriptionResponse: with subscribers, the assignment and each
+// shard's progress; with none (subscribers empty), each shard's progress as
+// the backend has it saved, topics taken from the saved positions. A
+// subscription with neither subscribers nor saved positions is NOT_FOUND.
 type DescribeSubscriptionResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subscription  string                 `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
@@ -1561,7 +1589,7 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12\x16\n" +
 	"\x06topics\x18\x03 \x03(\tR\x06topics\x127\n" +
-	"\topened_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\"\xb0\x01\n" +
+	"\topened_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\bopenedAt\"\xeb\x01\n" +
 	"\tShardInfo\x12\x14\n" +
 	"\x05shard\x18\x01 \x01(\tR\x05shard\x12#\n" +
 	"\rsubscriber_id\x18\x02 \x01(\tR\fsubscriberId\x12\x12\n" +
@@ -1569,7 +1597,9 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\n" +
 	"claimed_by\x18\x04 \x01(\tR\tclaimedBy\x12\x1b\n" +
 	"\tin_flight\x18\x05 \x01(\rR\binFlight\x12\x18\n" +
-	"\abacklog\x18\x06 \x01(\x03R\abacklog\"\xcd\x01\n" +
+	"\abacklog\x18\x06 \x01(\x03R\abacklog\x12#\n" +
+	"\racked_unsaved\x18\a \x01(\x03R\fackedUnsaved\x12\x14\n" +
+	"\x05saved\x18\b \x01(\bR\x05saved\"\xcd\x01\n" +
 	"\x1cDescribeSubscriptionResponse\x12\"\n" +
 	"\fsubscription\x18\x01 \x01(\tR\fsubscription\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12?\n" +
