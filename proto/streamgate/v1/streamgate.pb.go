@@ -1334,7 +1334,8 @@ type ShardInfo struct {
 	Backlog int64 `protobuf:"varint,6,opt,name=backlog,proto3" json:"backlog,omitempty"`
 	// acked_unsaved: messages subscribers acked that the saved position does
 	// not include yet, summed over the nodes that answered; they leave the
-	// backlog at the next save (--commit-interval, --commit-every).
+	// backlog at the reading node's next save (at most its save interval
+	// later; sooner after many acks).
 	AckedUnsaved  int64 `protobuf:"varint,7,opt,name=acked_unsaved,json=ackedUnsaved,proto3" json:"acked_unsaved,omitempty"`
 	Saved         bool  `protobuf:"varint,8,opt,name=saved,proto3" json:"saved,omitempty"` // the subscription has a saved position on this shard
 	unknownFields protoimpl.UnknownFields
