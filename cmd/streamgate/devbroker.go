@@ -21,14 +21,21 @@ func runDevbroker(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.BoolVar(&cfg.AutoCreateTopics, "auto-create-topics", cfg.AutoCreateTopics, "create topics on first use")
 	fs.StringVar(&logFormat, "log-format", logFormat, "text or json")
 	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
-	if err := parseFlags(fs, args, osLookupEnv); err != nil {
+	src, err := parseSettings(fs, args, osLookupEnv)
+	if err != nil {
 		return err
 	}
 	log, err := newLogger(logFormat, logLevel, stderr)
 	if err != nil {
-		return err
+		return badUsage("devbroker", err)
 	}
 	cfg.Topics = topics
+	if err := checkAddr(src, "addr", cfg.Addr, "127.0.0.1:9092"); err != nil {
+		return badUsage("devbroker", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return badUsage("devbroker", namedByFlags(err, "devbroker", devbrokerFlags, src))
+	}
 	b, err := devbroker.Start(cfg)
 	if err != nil {
 		return err

@@ -5,11 +5,14 @@
 //	streamgate publish [flags]    publish messages from flags or stdin lines
 //	streamgate subscribe [flags]  print a subscription's messages and ack them
 //	streamgate status [flags]     print the cluster's members and assignments
+//	streamgate help [subcommand]  list the subcommands, or one's flags
 //
-// Every flag of serve and devbroker can also be set by an environment
-// variable: the flag name upper-cased, dashes to underscores, prefixed
-// STREAMGATE_ (--grpc-addr is STREAMGATE_GRPC_ADDR). A flag given on the
-// command line wins over the environment.
+// Every flag can also be set by an environment variable: the flag name
+// upper-cased, dashes to underscores, prefixed STREAMGATE_ (--grpc-addr is
+// STREAMGATE_GRPC_ADDR). A flag given on the command line wins over the
+// environment. Every setting is checked before anything starts; a bad one
+// is reported once, naming the flag (and the variable when that set it),
+// and the exit status is 2.
 package main
 
 import (
@@ -45,10 +48,35 @@ type exitError int
 
 func (e exitError) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
+// run runs the subcommand args name. A usage mistake is reported on stderr
+// here, once, and becomes exitError(2).
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	err := dispatch(ctx, args, stdin, stdout, stderr)
+	if ue, ok := errors.AsType[*usageError](err); ok {
+		prog := "streamgate "
+		if ue.cmd == "" {
+			prog = "streamgate: "
+		}
+		fmt.Fprintf(stderr, "%s%s\n%s\n", prog, ue.Error(), ue.usageLine())
+		return exitError(2)
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	cmd := "serve"
-	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
-		cmd, args = args[0], args[1:]
+	if len(args) > 0 {
+		switch a := args[0]; {
+		case a == "help" || isHelpFlag(a):
+			if len(args) > 1 && a == "help" && args[1] != "help" {
+				// "streamgate help serve" is "streamgate serve -h".
+				return dispatch(ctx, []string{args[1], "-h"}, stdin, stdout, stderr)
+			}
+			printUsage(stdout)
+			return nil
+		case a != "" && a[0] != '-':
+			cmd, args = a, args[1:]
+		}
 	}
 	switch cmd {
 	case "serve":
@@ -61,23 +89,50 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSubscribe(ctx, args, stdout, stderr)
 	case "status":
 		return runStatus(ctx, args, stdout, stderr)
-	case "help":
-		fmt.Fprint(stdout, usage)
-		return nil
 	default:
-		fmt.Fprint(stderr, usage)
-		return fmt.Errorf("unknown subcommand %q", cmd)
+		return badUsage("", fmt.Errorf("unknown subcommand %q", cmd))
 	}
 }
 
-const usage = `usage: streamgate [subcommand] [flags]
+// isHelpFlag reports the spellings the flag package takes for help, which
+// before a subcommand ask for the list of subcommands rather than serve's
+// flags.
+func isHelpFlag(a string) bool {
+	switch a {
+	case "-h", "--h", "-help", "--help":
+		return true
+	}
+	return false
+}
 
-subcommands:
-  serve       run a node (default); with no --brokers it embeds an in-memory broker
-  devbroker   run the in-memory Kafka-protocol broker alone
-  publish     publish messages from flags or stdin lines
-  subscribe   print a subscription's messages and ack them
-  status      print the cluster's members and subscriptions' assignments
+// subcommands are listed by "streamgate help", in this order.
+var subcommands = []struct{ name, summary string }{
+	{"serve", "run a node (default); with no --brokers it embeds an in-memory broker"},
+	{"devbroker", "run the in-memory Kafka-protocol broker alone"},
+	{"publish", "publish messages from flags or stdin lines"},
+	{"subscribe", "print a subscription's messages and ack them"},
+	{"status", "print the cluster's members and subscriptions' assignments"},
+}
 
-'streamgate <subcommand> -h' lists a subcommand's flags.
-`
+// summary is a subcommand's line in the list.
+func summary(cmd string) string {
+	for _, s := range subcommands {
+		if s.name == cmd {
+			return s.summary
+		}
+	}
+	return ""
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprint(w, "usage: streamgate [subcommand] [flags]\n\nsubcommands:\n")
+	for _, s := range subcommands {
+		fmt.Fprintf(w, "  %-11s %s\n", s.name, s.summary)
+	}
+	fmt.Fprint(w, `
+'streamgate <subcommand> -h' (or 'streamgate help <subcommand>') lists a
+subcommand's flags. Every flag can also be set by an environment variable:
+the flag name upper-cased, dashes to underscores, prefixed STREAMGATE_
+(--grpc-addr is STREAMGATE_GRPC_ADDR); a flag given on the command line wins.
+`)
+}

@@ -3,12 +3,18 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
-	"strconv"
+	"regexp"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,30 +26,46 @@ import (
 	"github.com/streamgate/streamgate/node"
 )
 
-func runServe(ctx context.Context, args []string, stderr io.Writer) error {
-	ncfg := node.DefaultConfig()
-	kcfg := kafka.DefaultConfig()
-	var (
-		brokers            listFlag
-		embeddedTopics     listFlag
-		grpcAddr           = ":50051"
-		httpAddr           = ":8080"
-		logFormat          = "text"
-		logLevel           = "info"
-		embeddedPartitions = 8
-		embeddedAddr       = "127.0.0.1:9092"
-		drainTimeout       = 30 * time.Second
-		gossipAddr         = ":7946"
-		advertiseAddr      string
-		advertiseGRPC      string
-		join               listFlag
-		gossipKey          string
-		ccfg               = cluster.DefaultConfig()
-	)
-	fs := newFlagSet("serve", stderr)
-	fs.Var(&brokers, "brokers", "comma-separated Kafka bootstrap addresses (empty: start an embedded in-memory broker)")
-	fs.StringVar(&grpcAddr, "grpc-addr", grpcAddr, "listen address of the gRPC API")
-	fs.StringVar(&httpAddr, "http-addr", httpAddr, "listen address of /metrics, /healthz and /readyz (empty: off)")
+// serveConfig is everything serve's flags set.
+type serveConfig struct {
+	node     node.Config
+	kafka    kafka.Config     // Brokers empty: the embedded broker's
+	cluster  cluster.Config   // completed by check; GRPCAddr defaults once gRPC listens
+	embedded devbroker.Config // only without --brokers
+
+	brokers, embeddedTopics, join listFlag
+
+	grpcAddr, httpAddr, debugAddr string
+	gossipAddr, advertiseAddr     string
+	advertiseGRPC, gossipKey      string
+	drainTimeout                  time.Duration
+	logFormat, logLevel           string
+}
+
+func defaultServeConfig() serveConfig {
+	c := serveConfig{
+		node:         node.DefaultConfig(),
+		kafka:        kafka.DefaultConfig(),
+		cluster:      cluster.DefaultConfig(),
+		embedded:     devbroker.DefaultConfig(),
+		grpcAddr:     ":50051",
+		httpAddr:     ":8080",
+		gossipAddr:   ":7946",
+		drainTimeout: 30 * time.Second,
+		logFormat:    "text",
+		logLevel:     "info",
+	}
+	c.embedded.Addr = "127.0.0.1:9092"
+	return c
+}
+
+// register defines serve's flags on fs.
+func (c *serveConfig) register(fs *flag.FlagSet) {
+	ncfg, kcfg, ccfg := &c.node, &c.kafka, &c.cluster
+	fs.Var(&c.brokers, "brokers", "comma-separated Kafka bootstrap addresses (empty: start an embedded in-memory broker)")
+	fs.StringVar(&c.grpcAddr, "grpc-addr", c.grpcAddr, "listen address of the gRPC API")
+	fs.StringVar(&c.httpAddr, "http-addr", c.httpAddr, "listen address of /metrics, /healthz and /readyz (empty: off)")
+	fs.StringVar(&c.debugAddr, "debug-addr", "", "listen address of /debug/pprof/ profiling (empty: off); keep it private, it exposes the process's internals")
 	fs.StringVar(&ncfg.NodeName, "node-name", ncfg.NodeName, "unique name of this node in the cluster")
 	fs.IntVar(&ncfg.PublishWindow, "publish-window", ncfg.PublishWindow, "unconfirmed publishes per stream before the node stops reading it")
 	fs.Int64Var(&ncfg.MaxBufferedBytes, "max-buffered-bytes", ncfg.MaxBufferedBytes, "bytes of unconfirmed publishes the node holds across streams before all wait")
@@ -56,99 +78,299 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	fs.IntVar(&kcfg.CommitEvery, "commit-every", kcfg.CommitEvery, "save acked positions after this many acks of a subscription")
 	fs.IntVar(&kcfg.MaxBufferedPerShard, "max-buffered-per-shard", kcfg.MaxBufferedPerShard, "undelivered + unsaved messages of a shard before it is paused at the broker")
 	fs.DurationVar(&kcfg.PublishTimeout, "publish-timeout", kcfg.PublishTimeout, "how long a message may wait for the broker's confirmation, retries included")
-	fs.StringVar(&logFormat, "log-format", logFormat, "text or json")
-	fs.StringVar(&logLevel, "log-level", logLevel, "debug, info, warn or error")
-	fs.Var(&embeddedTopics, "embedded-topics", "topics the embedded broker creates at start (only without --brokers)")
-	fs.StringVar(&embeddedAddr, "embedded-addr", embeddedAddr, "listen address of the embedded broker, for other Kafka clients such as kcat (only without --brokers)")
-	fs.IntVar(&embeddedPartitions, "embedded-partitions", embeddedPartitions, "shards per topic of the embedded broker")
-	fs.DurationVar(&drainTimeout, "drain-timeout", drainTimeout, "on SIGTERM, how long subscribers may take to ack what they hold before their streams end")
-	fs.StringVar(&gossipAddr, "gossip-addr", gossipAddr, "memberlist bind address (empty: no cluster, a node of its own)")
-	fs.StringVar(&advertiseAddr, "advertise-addr", "", "host[:port] other nodes use to reach this one's gossip (default: derived from the bind address)")
-	fs.StringVar(&advertiseGRPC, "advertise-grpc-addr", "", "host:port other nodes use to reach this one's gRPC API (default: the gossip advertise host with the --grpc-addr port)")
-	fs.Var(&join, "join", "comma-separated seed nodes' gossip addresses (host names allowed); retried until one answers")
-	fs.StringVar(&gossipKey, "gossip-key", "", "base64 gossip encryption key of 16, 24 or 32 bytes; every node needs the same")
+	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
+	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
+	fs.Var(&c.embeddedTopics, "embedded-topics", "topics the embedded broker creates at start (only without --brokers)")
+	fs.StringVar(&c.embedded.Addr, "embedded-addr", c.embedded.Addr, "listen address of the embedded broker, for other Kafka clients such as kcat (only without --brokers)")
+	fs.IntVar(&c.embedded.Partitions, "embedded-partitions", c.embedded.Partitions, "shards per topic of the embedded broker")
+	fs.DurationVar(&c.drainTimeout, "drain-timeout", c.drainTimeout, "on SIGTERM, how long subscribers may take to ack what they hold before their streams end")
+	fs.StringVar(&c.gossipAddr, "gossip-addr", c.gossipAddr, "memberlist bind address (empty: no cluster, a node of its own)")
+	fs.StringVar(&c.advertiseAddr, "advertise-addr", "", "host[:port] other nodes use to reach this one's gossip (default: derived from the bind address)")
+	fs.StringVar(&c.advertiseGRPC, "advertise-grpc-addr", "", "host:port other nodes use to reach this one's gRPC API (default: the gossip advertise host with the --grpc-addr port)")
+	fs.Var(&c.join, "join", "comma-separated seed nodes' gossip addresses (host names allowed); retried until one answers")
+	fs.StringVar(&c.gossipKey, "gossip-key", "", "base64 gossip encryption key of 16, 24 or 32 bytes; every node needs the same")
 	fs.DurationVar(&ccfg.ProbeInterval, "gossip-probe-interval", ccfg.ProbeInterval, "how often a node probes a random peer (failure detection)")
 	fs.DurationVar(&ccfg.ProbeTimeout, "gossip-probe-timeout", ccfg.ProbeTimeout, "how long a probe waits for an answer")
 	fs.IntVar(&ccfg.SuspicionMult, "gossip-suspicion-mult", ccfg.SuspicionMult, "a suspected node is declared dead after this many probe intervals (scaled by cluster size)")
-	fs.DurationVar(&ccfg.GossipInterval, "gossip-interval", ccfg.GossipInterval, "how often gossip messages are sent")
+	fs.DurationVar(&ccfg.GossipInterval, "gossip-interval", ccfg.GossipInterval, "how often gossip is sent")
 	fs.DurationVar(&ccfg.PushPullInterval, "gossip-push-pull-interval", ccfg.PushPullInterval, "how often full state is exchanged with a random peer (anti-entropy)")
-	if err := parseFlags(fs, args, osLookupEnv); err != nil {
+}
+
+// The libraries' Validate errors name Config fields; these tables name the
+// flags that set them instead. A field missing here is not set by a flag,
+// so its default cannot be wrong.
+var (
+	nodeFlags = map[string]string{
+		"NodeName": "node-name", "PublishWindow": "publish-window", "MaxBufferedBytes": "max-buffered-bytes",
+		"MaxMessageBytes": "max-message-bytes", "MaxUnacked": "max-unacked", "AckTimeout": "ack-timeout",
+		"ShardRefreshInterval": "shard-refresh-interval",
+	}
+	kafkaFlags = map[string]string{
+		"Brokers": "brokers", "PublishTimeout": "publish-timeout", "MaxMessageBytes": "max-message-bytes",
+		"CommitInterval": "commit-interval", "CommitEvery": "commit-every", "MaxBufferedPerShard": "max-buffered-per-shard",
+		"TopicCheckInterval": "topic-check-interval",
+	}
+	clusterFlags = map[string]string{
+		"NodeName": "node-name", "BindAddr": "gossip-addr", "BindPort": "gossip-addr",
+		"AdvertiseAddr": "advertise-addr", "AdvertisePort": "advertise-addr", "Join": "join",
+		"SecretKey": "gossip-key", "GRPCAddr": "advertise-grpc-addr",
+		"ProbeInterval": "gossip-probe-interval", "ProbeTimeout": "gossip-probe-timeout",
+		"SuspicionMult": "gossip-suspicion-mult", "GossipInterval": "gossip-interval",
+		"PushPullInterval": "gossip-push-pull-interval",
+	}
+	embeddedFlags  = map[string]string{"Addr": "embedded-addr", "Partitions": "embedded-partitions"}
+	devbrokerFlags = map[string]string{"Addr": "addr", "Partitions": "partitions"}
+)
+
+// namedByFlags rewrites a Validate error of package pkg ("node: MaxUnacked:
+// must be at least 1, got 0") to name flags ("--max-unacked: must be at
+// least 1, got 0"). Only the message changes; nothing compares it.
+func namedByFlags(err error, pkg string, fields map[string]string, src sources) error {
+	if err == nil {
+		return nil
+	}
+	msg := strings.TrimPrefix(err.Error(), pkg+": ")
+	if ce, ok := errors.AsType[*cluster.ConfigError](err); ok {
+		msg = ce.Field + ": " + ce.Problem
+	}
+	names := make([]string, 0, len(fields))
+	for f := range fields {
+		names = append(names, regexp.QuoteMeta(f))
+	}
+	sort.Slice(names, func(i, j int) bool { return len(names[i]) > len(names[j]) })
+	re := regexp.MustCompile(`\b(` + strings.Join(names, "|") + `)\b(\[\d+\])?`)
+	return errors.New(re.ReplaceAllStringFunc(msg, func(m string) string {
+		return src.describe(fields[re.FindStringSubmatch(m)[1]])
+	}))
+}
+
+// checkAddr checks a host:port flag's syntax, so that a typo is reported
+// before anything starts rather than when it listens.
+func checkAddr(src sources, name, value, example string) error {
+	host, port, err := net.SplitHostPort(value)
+	if err == nil {
+		_, err = lookupPort(port)
+	}
+	if err == nil && strings.ContainsAny(host, " \t,") {
+		err = errors.New("bad host")
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: want host:port such as %s", src.describe(name), value, example)
+	}
+	return nil
+}
+
+// lookupPort reads a port as net.Listen does: a number in 0-65535 or a
+// service name ("http"); empty is 0, any free port.
+func lookupPort(port string) (int, error) {
+	return net.LookupPort("tcp", port)
+}
+
+// check validates every setting, and completes the cluster config, before
+// serve starts anything. Its messages name flags.
+func (c *serveConfig) check(src sources) error {
+	if err := checkAddr(src, "grpc-addr", c.grpcAddr, ":50051"); err != nil {
 		return err
 	}
-	log, err := newLogger(logFormat, logLevel, stderr)
+	if c.httpAddr != "" {
+		if err := checkAddr(src, "http-addr", c.httpAddr, ":8080"); err != nil {
+			return err
+		}
+	}
+	if c.debugAddr != "" {
+		if err := checkAddr(src, "debug-addr", c.debugAddr, "localhost:6060"); err != nil {
+			return err
+		}
+	}
+	if c.drainTimeout < 0 {
+		return fmt.Errorf("%s: must not be negative, got %s", src.describe("drain-timeout"), c.drainTimeout)
+	}
+	if err := c.node.Validate(); err != nil {
+		return namedByFlags(err, "node", nodeFlags, src)
+	}
+	c.kafka.MaxMessageBytes = c.node.MaxMessageBytes
+	c.kafka.Brokers = c.brokers
+	k := c.kafka
+	if len(c.brokers) == 0 {
+		if err := checkAddr(src, "embedded-addr", c.embedded.Addr, "127.0.0.1:9092"); err != nil {
+			return err
+		}
+		c.embedded.Topics = c.embeddedTopics
+		if err := c.embedded.Validate(); err != nil {
+			return namedByFlags(err, "devbroker", embeddedFlags, src)
+		}
+		k.Brokers = []string{c.embedded.Addr} // where the embedded broker will be
+	}
+	if err := k.Validate(); err != nil {
+		return namedByFlags(err, "kafka", kafkaFlags, src)
+	}
+	if c.gossipAddr == "" {
+		return nil
+	}
+	if err := c.completeCluster(src); err != nil {
+		return err
+	}
+	return namedByFlags(c.cluster.Validate(), "cluster", clusterFlags, src)
+}
+
+// completeCluster maps the gossip flags onto the cluster config.
+func (c *serveConfig) completeCluster(src sources) error {
+	ccfg := &c.cluster
+	host, port, err := net.SplitHostPort(c.gossipAddr)
+	if err == nil {
+		ccfg.BindPort, err = lookupPort(port)
+	}
+	if err != nil {
+		return fmt.Errorf("%s %q: want host:port such as :7946 or 10.0.0.5:7946", src.describe("gossip-addr"), c.gossipAddr)
+	}
+	ccfg.NodeName = c.node.NodeName
+	if host != "" {
+		ccfg.BindAddr = host
+	}
+	if c.advertiseAddr != "" {
+		h, p, err := net.SplitHostPort(c.advertiseAddr)
+		if err != nil {
+			h, p = c.advertiseAddr, ""
+		}
+		if strings.ContainsAny(h, " \t,") {
+			return fmt.Errorf("%s %q: want host or host:port", src.describe("advertise-addr"), c.advertiseAddr)
+		}
+		ccfg.AdvertiseAddr = h
+		if p != "" {
+			if ccfg.AdvertisePort, err = lookupPort(p); err != nil {
+				return fmt.Errorf("%s %q: want host or host:port", src.describe("advertise-addr"), c.advertiseAddr)
+			}
+		}
+	}
+	if c.advertiseGRPC != "" {
+		if err := checkAddr(src, "advertise-grpc-addr", c.advertiseGRPC, "10.0.0.5:50051"); err != nil {
+			return err
+		}
+	}
+	if c.gossipKey != "" {
+		if ccfg.SecretKey, err = base64.StdEncoding.DecodeString(c.gossipKey); err != nil {
+			return fmt.Errorf("%s: want base64 (of 16, 24 or 32 bytes), such as the output of 'openssl rand -base64 32'", src.describe("gossip-key"))
+		}
+	}
+	ccfg.Join = c.join
+	ccfg.GRPCAddr = c.advertiseGRPC
+	return nil
+}
+
+// defaultGRPCAddr is the gRPC address gossiped when --advertise-grpc-addr
+// is not given: the advertised (or bound) host with the port gRPC listens on.
+func (c *serveConfig) defaultGRPCAddr(listening net.Addr) string {
+	_, port, _ := net.SplitHostPort(listening.String())
+	h := c.cluster.AdvertiseAddr
+	if h == "" {
+		if h = c.cluster.BindAddr; h == "" || h == "0.0.0.0" || h == "::" {
+			h, _ = os.Hostname()
+		}
+	}
+	return net.JoinHostPort(h, port)
+}
+
+func runServe(ctx context.Context, args []string, stderr io.Writer) error {
+	c := defaultServeConfig()
+	fs := newFlagSet("serve", stderr)
+	c.register(fs)
+	src, err := parseSettings(fs, args, osLookupEnv)
 	if err != nil {
 		return err
 	}
-	kcfg.MaxMessageBytes = ncfg.MaxMessageBytes
-	kcfg.Logger = log
+	log, err := newLogger(c.logFormat, c.logLevel, stderr)
+	if err != nil {
+		return badUsage("serve", err)
+	}
+	if err := c.check(src); err != nil {
+		return badUsage("serve", err)
+	}
 
-	if len(brokers) == 0 {
-		dcfg := devbroker.DefaultConfig()
-		dcfg.Addr = embeddedAddr
-		dcfg.Topics = embeddedTopics
-		dcfg.Partitions = embeddedPartitions
-		db, err := devbroker.Start(dcfg)
+	// Nothing has started before this line.
+	if c.debugAddr != "" {
+		// Deferred first, so stopped last: it can profile the shutdown.
+		dbg, err := startDebugServer(c.debugAddr, log)
 		if err != nil {
 			return err
 		}
-		defer db.Close()
-		brokers = listFlag{db.ListenAddr()}
-		log.Warn("no --brokers given: started an embedded in-memory broker; data is NOT durable and is lost on exit",
-			"addr", db.ListenAddr(), "topics", dcfg.Topics, "shards_per_topic", dcfg.Partitions)
+		defer dbg.stop()
 	}
-	kcfg.Brokers = brokers
+	if len(c.brokers) == 0 {
+		db, err := devbroker.Start(c.embedded)
+		if err != nil {
+			return fmt.Errorf("--embedded-addr: %w", err)
+		}
+		defer db.Close()
+		c.kafka.Brokers = []string{db.ListenAddr()}
+		log.Warn("no --brokers given: started an embedded in-memory broker; data is NOT durable and is lost on exit",
+			"addr", db.ListenAddr(), "topics", c.embedded.Topics, "shards_per_topic", c.embedded.Partitions)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	kcfg.Registerer = reg
-	backend, err := kafka.New(kcfg)
+	c.kafka.Logger = log
+	c.kafka.Registerer = reg
+	backend, err := kafka.New(c.kafka)
 	if err != nil {
 		return err
 	}
 	defer backend.Close()
 
-	grpcLis, err := net.Listen("tcp", grpcAddr)
+	grpcLis, err := net.Listen("tcp", c.grpcAddr)
 	if err != nil {
 		return fmt.Errorf("--grpc-addr: %w", err)
 	}
-	var members *cluster.Cluster
-	if gossipAddr != "" {
-		if members, err = startCluster(ccfg, ncfg.NodeName, gossipAddr, advertiseAddr, advertiseGRPC, grpcLis.Addr(), join, gossipKey, reg, log); err != nil {
+	var httpLis net.Listener
+	if c.httpAddr != "" {
+		if httpLis, err = net.Listen("tcp", c.httpAddr); err != nil {
 			grpcLis.Close()
-			return err
+			return fmt.Errorf("--http-addr: %w", err)
 		}
-		log.Info("cluster member", "gossip", members.LocalAddr(), "join", []string(join))
+	}
+	closeListeners := func() {
+		grpcLis.Close()
+		if httpLis != nil {
+			httpLis.Close()
+		}
 	}
 	opts := node.Options{Registry: reg, Logger: log}
-	if members != nil {
+	var members *cluster.Cluster
+	if c.gossipAddr != "" {
+		if c.cluster.GRPCAddr == "" {
+			c.cluster.GRPCAddr = c.defaultGRPCAddr(grpcLis.Addr())
+		}
+		c.cluster.Logger = log
+		c.cluster.Registerer = reg
+		if members, err = cluster.Start(c.cluster); err != nil {
+			closeListeners()
+			return err
+		}
+		log.Info("cluster member", "gossip", members.LocalAddr(), "join", []string(c.join))
 		opts.Cluster = members
 	}
-	srv, err := node.NewServer(ncfg, backend, opts)
+	srv, err := node.NewServer(c.node, backend, opts)
 	if err != nil {
-		grpcLis.Close()
+		closeListeners()
 		if members != nil {
 			members.Kill()
 		}
 		return err
 	}
-	var httpLis net.Listener
-	if httpAddr != "" {
-		if httpLis, err = net.Listen("tcp", httpAddr); err != nil {
-			grpcLis.Close()
-			return fmt.Errorf("--http-addr: %w", err)
-		}
-	}
-	log.Info("streamgate serving", "node", ncfg.NodeName, "grpc", grpcLis.Addr().String(), "http", httpAddr, "brokers", kcfg.Brokers)
+	log.Info("streamgate serving", "node", c.node.NodeName, "grpc", grpcLis.Addr().String(), "http", c.httpAddr, "brokers", c.kafka.Brokers)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(grpcLis, httpLis) }()
 	select {
 	case err := <-errc:
+		srv.Kill()
+		if members != nil {
+			_ = members.Leave(5 * time.Second)
+		}
 		return err
 	case <-ctx.Done():
 	}
-	log.Info("draining", "timeout", drainTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), drainTimeout)
+	log.Info("draining", "timeout", c.drainTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.drainTimeout)
 	defer cancel()
 	srv.Shutdown(sctx)
 	if err := <-errc; err != nil {
@@ -163,51 +385,47 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	return nil
 }
 
-// startCluster maps the gossip flags onto cluster.Config and starts the
-// member.
-func startCluster(ccfg cluster.Config, name, gossipAddr, advertise, advertiseGRPC string, grpcAddr net.Addr, join []string,
-	key string, reg *prometheus.Registry, log *slog.Logger) (*cluster.Cluster, error) {
-	host, port, err := net.SplitHostPort(gossipAddr)
+// debugServer serves net/http/pprof on a listener and mux of its own, so
+// profiling is never reachable on the metrics port. (Importing
+// net/http/pprof also registers its handlers on http.DefaultServeMux; no
+// server here serves that mux.) It lives in this file because it is part
+// of serve's wiring and nothing else uses it.
+type debugServer struct {
+	srv  *http.Server
+	done chan struct{} // closed when Serve has returned
+}
+
+// startDebugServer listens on addr and serves /debug/pprof/ until stop.
+func startDebugServer(addr string, log *slog.Logger) (*debugServer, error) {
+	lis, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("--gossip-addr %q: %w", gossipAddr, err)
+		return nil, fmt.Errorf("--debug-addr: %w", err)
 	}
-	ccfg.NodeName = name
-	if host != "" {
-		ccfg.BindAddr = host
-	}
-	if ccfg.BindPort, err = strconv.Atoi(port); err != nil {
-		return nil, fmt.Errorf("--gossip-addr %q: bad port", gossipAddr)
-	}
-	if advertise != "" {
-		h, p, err := net.SplitHostPort(advertise)
-		if err != nil {
-			h, p = advertise, ""
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves the named profiles: heap, goroutine, ...
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	d := &debugServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		if err := d.srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("debug server stopped", "err", err)
 		}
-		ccfg.AdvertiseAddr = h
-		if p != "" {
-			if ccfg.AdvertisePort, err = strconv.Atoi(p); err != nil {
-				return nil, fmt.Errorf("--advertise-addr %q: bad port", advertise)
-			}
-		}
+	}()
+	log.Warn("--debug-addr serves profiling (/debug/pprof/): whoever reaches it can read the process's command line and memory profile and slow it down; keep it on a private address",
+		"addr", lis.Addr().String())
+	return d, nil
+}
+
+// stop ends the server and waits for it. A CPU profile or trace being taken
+// (30s by default) is cut after a second.
+func (d *debugServer) stop() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if d.srv.Shutdown(ctx) != nil {
+		_ = d.srv.Close()
 	}
-	if key != "" {
-		if ccfg.SecretKey, err = base64.StdEncoding.DecodeString(key); err != nil {
-			return nil, fmt.Errorf("--gossip-key: not base64: %w", err)
-		}
-	}
-	ccfg.Join = join
-	ccfg.GRPCAddr = advertiseGRPC
-	if ccfg.GRPCAddr == "" {
-		_, gport, _ := net.SplitHostPort(grpcAddr.String())
-		h := ccfg.AdvertiseAddr
-		if h == "" {
-			if h = ccfg.BindAddr; h == "" || h == "0.0.0.0" || h == "::" {
-				h, _ = os.Hostname()
-			}
-		}
-		ccfg.GRPCAddr = net.JoinHostPort(h, gport)
-	}
-	ccfg.Logger = log
-	ccfg.Registerer = reg
-	return cluster.Start(ccfg)
+	<-d.done
 }
