@@ -70,8 +70,14 @@ func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.Describ
 	}
 	local := a.localShards(ctx, name)
 	insp, _ := a.backend.(broker.Inspector)
+	var unsavedHere map[broker.ShardID]int64
+	if insp != nil {
+		// Right after the in-flight counts, so the two agree as far as
+		// they can: an ack leaves in-flight before it reaches the backend.
+		unsavedHere = insp.Unsaved(name)
+	}
 	if req.GetLocalOnly() {
-		return a.describeLocal(name, local, insp), nil
+		return a.describeLocal(name, local, unsavedHere), nil
 	}
 
 	resp := &pb.DescribeSubscriptionResponse{Subscription: name}
@@ -140,10 +146,8 @@ func (a *adminService) DescribeSubscription(ctx context.Context, req *pb.Describ
 	for _, si := range local {
 		inFlight[shardName(si.shard)] += uint32(si.inFlight)
 	}
-	if insp != nil {
-		for sh, n := range insp.Unsaved(name) {
-			unsaved[shardName(sh)] += n
-		}
+	for sh, n := range unsavedHere {
+		unsaved[shardName(sh)] += n
 	}
 	if a.members != nil {
 		for _, m := range a.members.Members() {
@@ -217,12 +221,8 @@ func (a *adminService) progress(ctx context.Context, name string, topics []strin
 // describeLocal is the local_only answer: the shards this node claims or
 // has messages of in flight, and those it holds acks of that are not
 // saved yet.
-func (a *adminService) describeLocal(name string, local []shardInfo, insp broker.Inspector) *pb.DescribeSubscriptionResponse {
+func (a *adminService) describeLocal(name string, local []shardInfo, unsaved map[broker.ShardID]int64) *pb.DescribeSubscriptionResponse {
 	resp := &pb.DescribeSubscriptionResponse{Subscription: name}
-	var unsaved map[broker.ShardID]int64
-	if insp != nil {
-		unsaved = insp.Unsaved(name)
-	}
 	seen := map[broker.ShardID]bool{}
 	for _, si := range local {
 		seen[si.shard] = true

@@ -63,7 +63,7 @@ func TestAdmin_DescribeWithNobodySubscribedReportsTheBacklogFromSavedPositions(t
 	produceSpread(t, envs[0], "t", shards, shards*perShard, 0)
 	msgs := sub.WaitCount(shards*perShard, 10*time.Second)
 	ackSeqs(t, sub, msgs, 0, 1, 2, 3, 4, 5, 8) // 6 in order, 1 above a gap
-	require.NoError(t, sub.CloseSend())       // leave politely once the acks are sent
+	require.NoError(t, sub.CloseSend())        // leave politely once the acks are sent
 	sub.WaitEnd(10 * time.Second)
 
 	for i, env := range envs {
@@ -115,7 +115,10 @@ func TestAdmin_DescribeSeparatesAckedUnsavedFromTheSavedBacklogWhileSubscribed(t
 		require.Eventually(t, func() bool {
 			var err error
 			info, byName, err = describe(env.Client, "s")
-			return err == nil && byName["t/0"].AckedUnsaved == 4 && byName["t/1"].AckedUnsaved == 4
+			// In flight and acked unsaved are read a moment apart: wait
+			// for both.
+			return err == nil && byName["t/0"].AckedUnsaved == 4 && byName["t/1"].AckedUnsaved == 4 &&
+				byName["t/0"].InFlight == perShard-4 && byName["t/1"].InFlight == perShard-4
 		}, 10*time.Second, 20*time.Millisecond, "acked unsaved as node-%d sees it: %+v", i+1, byName)
 		require.Len(t, info.Subscribers, 1)
 		for _, name := range []string{"t/0", "t/1"} {
@@ -124,7 +127,7 @@ func TestAdmin_DescribeSeparatesAckedUnsavedFromTheSavedBacklogWhileSubscribed(t
 			assert.Equal(t, "node-1", s.ClaimedBy)
 			assert.True(t, s.Saved)
 			assert.EqualValues(t, perShard, s.Backlog, "nothing saved yet: the saved backlog is whole")
-			assert.Equal(t, perShard-4, s.InFlight)
+			assert.Equal(t, perShard-4, s.InFlight, "node-%d: %+v", i+1, byName)
 		}
 	}
 
