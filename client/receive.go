@@ -53,12 +53,22 @@ type ReceiveSettings struct {
 	// OnNotice is called (from Receive's goroutine; do not block) with every
 	// notice the server sends. Default: logged.
 	OnNotice func(Notice)
+	// OnOpen is called (from Receive's goroutine) each time a stream opens,
+	// the first one included.
+	OnOpen func(Opened)
 	// OnReconnect is called (from Receive's goroutine) each time a stream
 	// opens after one broke or failed to open. Default: logged.
 	OnReconnect func(Reconnect)
 	// Logger gets reconnects and notices when no callback takes them.
 	// Default slog.Default().
 	Logger *slog.Logger
+}
+
+// Opened describes a stream the server opened.
+type Opened struct {
+	SubscriberID string
+	Node         string // the node serving it
+	MaxUnacked   uint32 // the limit in force
 }
 
 // Reconnect describes a stream opened after the previous one broke.
@@ -162,6 +172,9 @@ func (s *Subscription) Receive(ctx context.Context, f func(context.Context, *Del
 				return nil
 			}
 			continue
+		}
+		if r.set.OnOpen != nil {
+			r.set.OnOpen(Opened{SubscriberID: sub.ID, Node: sub.Node, MaxUnacked: sub.MaxUnacked})
 		}
 		if lastErr != nil {
 			r.reconnected(Reconnect{From: from, To: sub.Node, Err: lastErr, Attempts: attempts, Dropped: dropped})

@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/streamgate/streamgate/client"
 )
@@ -24,7 +22,7 @@ func runSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		format        = "text"
 	)
 	fs := newFlagSet("subscribe", stderr)
-	fs.StringVar(&addr, "addr", addr, "streamgate gRPC address")
+	fs.StringVar(&addr, "addr", addr, "streamgate gRPC address, or a comma-separated list of nodes (the stream moves to another when its node dies or drains)")
 	fs.StringVar(&subscription, "subscription", "", "subscription name (required); subscribers of one name share its messages")
 	fs.Var(&topics, "topic", "topic to read; repeatable or comma-separated (required)")
 	fs.BoolVar(&fromBeginning, "from-beginning", false, "a new subscription starts at the earliest message (default: only new messages)")
@@ -35,48 +33,49 @@ func runSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	switch {
 	case subscription == "":
-		return errors.New("subscribe: --subscription is required")
+		return badUsage("subscribe", errors.New("--subscription is required"))
 	case len(topics) == 0:
-		return errors.New("subscribe: --topic is required")
+		return badUsage("subscribe", errors.New("--topic is required"))
 	case format != "text" && format != "json":
-		return fmt.Errorf("subscribe: --format %q: want text or json", format)
+		return badUsage("subscribe", fmt.Errorf("--format %q: want text or json", format))
+	case maxMessages < 0:
+		return badUsage("subscribe", fmt.Errorf("--max %d: want 0 (no limit) or more", maxMessages))
 	}
 	c, err := client.Dial(addr)
 	if err != nil {
-		return err
+		return badUsage("subscribe", fmt.Errorf("--addr %q: %w", addr, err))
 	}
 	defer c.Close()
-	sub, err := c.Subscribe(ctx, client.SubscribeOptions{Subscription: subscription, Topics: topics, FromBeginning: fromBeginning})
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	sub := c.Subscription(subscription, topics...)
+	set := &sub.ReceiveSettings
+	set.FromBeginning = fromBeginning
+	set.NumGoroutines = 1 // print in the order of arrival
+	set.OnOpen = func(o client.Opened) {
+		fmt.Fprintf(stderr, "subscribed as %s on node %s (max un-acked %d)\n", o.SubscriberID, o.Node, o.MaxUnacked)
+	}
+	set.OnReconnect = func(r client.Reconnect) {
+		fmt.Fprintf(stderr, "reconnected to %s (the stream on %s ended: %v); %d message(s) not acked there come again\n",
+			r.To, orDash(r.From), r.Err, r.Dropped)
+	}
+	set.OnNotice = func(n client.Notice) { fmt.Fprintln(stderr, &n) }
+	set.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	seen := 0
+	err = sub.Receive(ctx, func(_ context.Context, m *client.Delivery) {
+		if maxMessages > 0 && seen == maxMessages {
+			return // not acked: it goes to the next subscriber
+		}
+		seen++
+		printMessage(stdout, format, m.Received)
+		m.Ack()
+		if seen == maxMessages {
+			stop() // Receive sends the acks and closes the stream gracefully
+		}
+	})
 	if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
-	}
-	defer sub.Close()
-	fmt.Fprintf(stderr, "subscribed as %s on node %s (max un-acked %d)\n", sub.ID, sub.Node, sub.MaxUnacked)
-	seen := 0
-	for maxMessages == 0 || seen < maxMessages {
-		msgs, notice, err := sub.Recv()
-		if err != nil {
-			if ctx.Err() != nil || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return fmt.Errorf("subscribe: %w", err)
-		}
-		if notice != nil {
-			fmt.Fprintln(stderr, notice)
-			continue
-		}
-		var ids []string
-		for _, m := range msgs {
-			if maxMessages > 0 && seen == maxMessages {
-				break // not acked: redelivered to the next subscriber
-			}
-			seen++
-			printMessage(stdout, format, m)
-			ids = append(ids, m.ID)
-		}
-		if err := sub.Ack(ids...); err != nil {
-			return fmt.Errorf("subscribe: ack: %w", err)
-		}
 	}
 	return nil
 }
@@ -98,5 +97,5 @@ func printMessage(w io.Writer, format string, m client.Received) {
 	for _, h := range m.Headers {
 		hs = append(hs, h.Key+"="+string(h.Value))
 	}
-	fmt.Fprintf(w, "%s\tkey=%s\theaders=%s\t%s\n", m.Shard, m.Key, strings.Join(hs, ","), m.Payload)
+	fmt.Fprintf(w, "%s\tattempt=%d\tkey=%s\theaders=%s\t%s\n", m.Shard, m.DeliveryAttempt, m.Key, strings.Join(hs, ","), m.Payload)
 }
