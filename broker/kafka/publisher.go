@@ -79,9 +79,10 @@ func (b *Broker) producerOpts() []kgo.Opt {
 		// from all in-sync replicas: no duplicates from retries, nothing
 		// confirmed that a leader failover can lose.
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Kafka's default partitioner: keyed records by murmur2 exactly as
-		// the Java client, unkeyed ones sticky in 64 KiB runs.
-		kgo.RecordPartitioner(kgo.UniformBytesPartitioner(64<<10, true, true, nil)),
+		// Keyed records by murmur2 exactly as the Java client; unkeyed
+		// ones round-robin, one by one, so that a trickle spreads over the
+		// shards (Kafka's sticky default put 200 CLI messages on one).
+		kgo.RecordPartitioner(spreadPartitioner{}),
 		// An unknown topic fails in milliseconds instead of a second of
 		// metadata retries (FACTS.md).
 		kgo.UnknownTopicRetries(0),
@@ -156,3 +157,29 @@ func (b *Broker) Flush(ctx context.Context) error {
 
 // MaxMessageBytes is the size limit this backend was configured with.
 func (b *Broker) MaxMessageBytes() int { return b.cfg.MaxMessageBytes }
+
+// spreadPartitioner hashes keyed records as Kafka's Java client does
+// (murmur2), so keys land where other Kafka clients put them, and deals
+// unkeyed records round-robin over the partitions.
+type spreadPartitioner struct{}
+
+func (spreadPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	return &spreadTopic{keyed: kgo.StickyKeyPartitioner(nil).ForTopic(topic)}
+}
+
+// spreadTopic partitions one topic; franz-go calls it for one record at a
+// time, so next needs no lock.
+type spreadTopic struct {
+	keyed kgo.TopicPartitioner
+	next  int
+}
+
+func (p *spreadTopic) RequiresConsistency(r *kgo.Record) bool { return r.Key != nil }
+
+func (p *spreadTopic) Partition(r *kgo.Record, n int) int {
+	if r.Key != nil {
+		return p.keyed.Partition(r, n)
+	}
+	p.next = (p.next + 1) % n
+	return p.next
+}

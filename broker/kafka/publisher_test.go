@@ -1,0 +1,53 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/streamgate/streamgate/broker"
+)
+
+// publishShards publishes msgs one after another and returns the shard
+// index each landed on.
+func publishShards(t *testing.T, b *Broker, msgs []*broker.Message) []int32 {
+	t.Helper()
+	var out []int32
+	for _, m := range msgs {
+		res := make(chan broker.PublishResult, 1)
+		b.Publish(context.Background(), m, func(r broker.PublishResult) { res <- r })
+		r := <-res
+		require.NoError(t, r.Err)
+		pos, err := decodeID(r.ID)
+		require.NoError(t, err)
+		out = append(out, pos.partition)
+	}
+	return out
+}
+
+// TestPublish_UnkeyedMessagesGoRoundTheShardsAndKeyedOnesStayOnTheirs: a
+// trickle of unkeyed messages (one at a time, as the CLI sends at low
+// rates) reaches every shard evenly; a key always lands on one shard, the
+// one Kafka's Java client picks (murmur2).
+func TestPublish_UnkeyedMessagesGoRoundTheShardsAndKeyedOnesStayOnTheirs(t *testing.T) {
+	h := newHarness(t, 8, "spread")
+	b := h.backend(nil)
+	var unkeyed, keyed []*broker.Message
+	for i := range 16 {
+		unkeyed = append(unkeyed, &broker.Message{Topic: "spread", Payload: fmt.Appendf(nil, "u%d", i)})
+		keyed = append(keyed, &broker.Message{Topic: "spread", Key: []byte("user-1"), Payload: fmt.Appendf(nil, "k%d", i)})
+	}
+	counts := map[int32]int{}
+	for _, p := range publishShards(t, b, unkeyed) {
+		counts[p]++
+	}
+	require.Len(t, counts, 8, "every shard gets unkeyed messages")
+	for p, n := range counts {
+		require.Equal(t, 2, n, "shard %d", p)
+	}
+	for _, p := range publishShards(t, b, keyed) {
+		require.EqualValues(t, 4, p, "user-1 lands on shard 4 of 8, as with the Java client")
+	}
+}
