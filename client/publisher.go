@@ -88,7 +88,8 @@ type Publisher struct {
 	resend     chan []*pending // from a broken stream to run
 	flushReq   chan struct{}
 	closeReq   chan struct{}
-	settled    chan struct{} // a result came: run looks whether Close can end
+	settled    chan struct{} // a result came while closing: run looks whether Close can end
+	closing    atomic.Bool   // set by Close: results signal settled
 	done       chan struct{} // run ended
 	unresolved atomic.Int64
 
@@ -182,6 +183,7 @@ func (p *Publisher) Close() error {
 		p.closeMu.Lock()
 		p.closed = true
 		p.closeMu.Unlock()
+		p.closing.Store(true)
 		close(p.closeReq)
 	})
 	<-p.done
@@ -238,6 +240,15 @@ func (p *Publisher) run() {
 				linger.Reset(p.set.Linger)
 			}
 			queue, bytes = append(queue, pe), bytes+pe.size
+			for len(queue) < p.set.BatchCount { // take what else is there in one go
+				select {
+				case pe := <-p.in:
+					queue, bytes = append(queue, pe), bytes+pe.size
+					continue
+				default:
+				}
+				break
+			}
 		case <-linger.C:
 			expired = true
 		case ps := <-p.resend:
@@ -313,6 +324,9 @@ func (p *Publisher) resolve(q *pending, id string, err error) {
 	q.res.set(id, err)
 	<-p.tokens
 	p.unresolved.Add(-1)
+	if !p.closing.Load() {
+		return // only Close waits on the count; waking run for each result costs
+	}
 	select {
 	case p.settled <- struct{}{}:
 	default:

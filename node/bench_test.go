@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -94,6 +95,28 @@ func BenchmarkPublish(b *testing.B) {
 		b.StopTimer()
 		if err != nil || failed > 0 {
 			b.Fatalf("publish: %v, %d failed", err, failed)
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+
+	// The high-level Publisher: futures, batching by count and linger.
+	b.Run("streamgate-publisher", func(b *testing.B) {
+		payloads := benchPayloads(b.N)
+		p := env.Client.Publisher(client.PublishSettings{BatchCount: benchBatch})
+		results := make([]*client.PublishResult, b.N)
+		b.SetBytes(benchMessageBytes)
+		b.ResetTimer()
+		for i := range b.N {
+			results[i] = p.Publish(context.Background(), client.Message{Topic: "bench", Payload: payloads[i]})
+		}
+		if err := p.Close(); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		for _, r := range results {
+			if _, err := r.Get(context.Background()); err != nil {
+				b.Fatal(err)
+			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
@@ -184,6 +207,30 @@ func BenchmarkSubscribe(b *testing.B) {
 			}
 		}
 		b.StopTimer()
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+
+	// The high-level Receive: handlers on 10 goroutines in shard order,
+	// acks batched.
+	b.Run("streamgate-receive", func(b *testing.B) {
+		topic := fill(b)
+		b.SetBytes(benchMessageBytes)
+		b.ResetTimer()
+		sub := env.Client.Subscription(topic, topic)
+		sub.ReceiveSettings.FromBeginning = true
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var got atomic.Int64
+		err := sub.Receive(ctx, func(_ context.Context, m *client.Delivery) {
+			m.Ack()
+			if got.Add(1) == int64(b.N) {
+				cancel()
+			}
+		})
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 	})
 }
