@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/devbroker"
@@ -29,6 +31,12 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stop()
+	// Every goroutine the client starts (stream readers, ack batchers,
+	// handlers, publisher loops) has ended once its owner returned.
+	if err := goleak.Find(); err != nil && code == 0 {
+		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
+		code = 1
+	}
 	os.Exit(code)
 }
 
