@@ -104,10 +104,7 @@ func (m *Delivery) settle(nack bool) {
 	if m.sess == nil || !m.settled.CompareAndSwap(false, true) {
 		return
 	}
-	select {
-	case m.sess.acks <- ackOp{id: m.ID, nack: nack}:
-	case <-m.sess.dead: // the stream is gone: the message comes back
-	}
+	m.sess.add(m.ID, nack)
 }
 
 // Subscription returns a handle on the named subscription of topics.
@@ -232,8 +229,8 @@ type receiver struct {
 	s        *Subscription
 	set      ReceiveSettings
 	f        func(context.Context, *Delivery)
-	queues   []chan *Delivery
-	next     int // unordered: the queue of the next message
+	queues   []chan []*Delivery // per handler goroutine, a part of a batch per entry
+	next     int                // unordered: the queue of the next message
 	workers  sync.WaitGroup
 	stopping atomic.Bool // handlers start nothing more
 	stopOnce sync.Once
@@ -255,16 +252,16 @@ func newReceiver(ctx context.Context, s *Subscription, f func(context.Context, *
 	if set.Logger == nil {
 		set.Logger = slog.Default()
 	}
-	// A queue holds up to what the server may have out at once, so that a
-	// full one rarely holds up the others.
+	// The server has at most max_unacked messages out; a queue of that
+	// many entries (each at least one message) never holds up the others.
 	depth := set.MaxOutstanding
 	if depth <= 0 {
 		depth = 1000
 	}
-	r := &receiver{s: s, set: set, f: f, queues: make([]chan *Delivery, set.NumGoroutines)}
+	r := &receiver{s: s, set: set, f: f, queues: make([]chan []*Delivery, set.NumGoroutines)}
 	r.hctx, r.hcancel = context.WithCancel(ctx)
 	for i := range r.queues {
-		q := make(chan *Delivery, depth)
+		q := make(chan []*Delivery, depth)
 		r.queues[i] = q
 		r.workers.Add(1)
 		go r.work(q)
@@ -274,18 +271,20 @@ func newReceiver(ctx context.Context, s *Subscription, f func(context.Context, *
 
 // work runs the handler on a queue's messages, skipping those whose stream
 // broke (they come back) and, once stopping, all that did not start.
-func (r *receiver) work(q chan *Delivery) {
+func (r *receiver) work(q chan []*Delivery) {
 	defer r.workers.Done()
-	for m := range q {
-		if r.stopping.Load() {
-			continue
+	for batch := range q {
+		for _, m := range batch {
+			if r.stopping.Load() {
+				break
+			}
+			select {
+			case <-m.sess.dead:
+				continue
+			default:
+			}
+			r.f(r.hctx, m)
 		}
-		select {
-		case <-m.sess.dead:
-			continue
-		default:
-		}
-		r.f(r.hctx, m)
 	}
 }
 
@@ -314,11 +313,20 @@ func (r *receiver) serve(ctx context.Context, sess *rsession) error {
 			r.notice(*notice)
 			continue
 		}
+		// One queue entry per handler goroutine and batch, not per message.
+		parts := make(map[int][]*Delivery, len(r.queues))
+		order := make([]int, 0, len(r.queues))
 		for _, m := range msgs {
-			msg := &Delivery{Received: m, sess: sess}
-			sess.delivered.Add(1)
+			i := r.queue(m.Shard)
+			if _, ok := parts[i]; !ok {
+				order = append(order, i)
+			}
+			parts[i] = append(parts[i], &Delivery{Received: m, sess: sess})
+		}
+		sess.delivered.Add(int64(len(msgs)))
+		for _, i := range order {
 			select {
-			case r.queue(m.Shard) <- msg:
+			case r.queues[i] <- parts[i]:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -328,14 +336,14 @@ func (r *receiver) serve(ctx context.Context, sess *rsession) error {
 
 // queue picks a message's queue: by shard, so one shard's messages run in
 // order, unless Unordered.
-func (r *receiver) queue(shard string) chan *Delivery {
+func (r *receiver) queue(shard string) int {
 	if r.set.Unordered {
 		r.next = (r.next + 1) % len(r.queues)
-		return r.queues[r.next]
+		return r.next
 	}
 	h := fnv.New32a()
 	h.Write([]byte(shard))
-	return r.queues[h.Sum32()%uint32(len(r.queues))]
+	return int(h.Sum32() % uint32(len(r.queues)))
 }
 
 func (r *receiver) notice(n Notice) {
@@ -363,82 +371,107 @@ func (r *receiver) reconnected(rc Reconnect) {
 // rsession is one stream of a Receive with its ack batcher.
 type rsession struct {
 	sub       *Subscriber
-	acks      chan ackOp
+	size      int
 	dead      chan struct{} // closed when the stream is gone: acks are dropped
 	stopAcker chan struct{} // closed to flush and stop the batcher
 	ackerDone chan struct{}
-	delivered atomic.Int64 // messages received
-	settled   atomic.Int64 // acks and nacks the stream took
+	kick      chan struct{} // the batch got its first id, or filled up
+	delivered atomic.Int64  // messages received
+	settled   atomic.Int64  // acks and nacks the stream took
 	deadOnce  sync.Once
-}
 
-type ackOp struct {
-	id   string
-	nack bool
+	mu    sync.Mutex // guards acks, nacks and gone
+	acks  []string
+	nacks []string
+	gone  bool
 }
 
 func newRSession(sub *Subscriber, set ReceiveSettings) *rsession {
-	s := &rsession{sub: sub, acks: make(chan ackOp, 2*set.AckBatchSize), dead: make(chan struct{}),
-		stopAcker: make(chan struct{}), ackerDone: make(chan struct{})}
-	go s.batchAcks(set.AckBatchDelay, set.AckBatchSize)
+	s := &rsession{sub: sub, size: set.AckBatchSize, dead: make(chan struct{}),
+		stopAcker: make(chan struct{}), ackerDone: make(chan struct{}), kick: make(chan struct{}, 1)}
+	go s.batchAcks(set.AckBatchDelay)
 	return s
+}
+
+// add queues an ack or nack for the batcher (handlers call it; it never
+// blocks).
+func (s *rsession) add(id string, nack bool) {
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return // the stream is gone: the message comes back
+	}
+	if nack {
+		s.nacks = append(s.nacks, id)
+	} else {
+		s.acks = append(s.acks, id)
+	}
+	n := len(s.acks) + len(s.nacks)
+	s.mu.Unlock()
+	if n == 1 || n >= s.size {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // batchAcks sends acks and nacks in batches until stopped (after a last
 // flush) or the stream is gone.
-func (s *rsession) batchAcks(delay time.Duration, size int) {
+func (s *rsession) batchAcks(delay time.Duration) {
 	defer close(s.ackerDone)
-	var acks, nacks []string
 	timer := time.NewTimer(delay)
 	timer.Stop()
+	armed := false
 	flush := func() {
 		timer.Stop()
+		armed = false
+		s.mu.Lock()
+		acks, nacks := s.acks, s.nacks
+		s.acks, s.nacks = nil, nil
+		s.mu.Unlock()
 		if len(acks) > 0 && s.sub.Ack(acks...) == nil {
 			s.settled.Add(int64(len(acks)))
 		}
 		if len(nacks) > 0 && s.sub.Nack(nacks...) == nil {
 			s.settled.Add(int64(len(nacks)))
 		}
-		acks, nacks = nil, nil
-	}
-	add := func(op ackOp) {
-		if len(acks)+len(nacks) == 0 {
-			timer.Reset(delay)
-		}
-		if op.nack {
-			nacks = append(nacks, op.id)
-		} else {
-			acks = append(acks, op.id)
-		}
-		if len(acks)+len(nacks) >= size {
-			flush()
-		}
 	}
 	for {
 		select {
-		case op := <-s.acks:
-			add(op)
+		case <-s.kick:
+			s.mu.Lock()
+			n := len(s.acks) + len(s.nacks)
+			s.mu.Unlock()
+			switch {
+			case n >= s.size:
+				flush()
+			case n > 0 && !armed:
+				timer.Reset(delay)
+				armed = true
+			}
 		case <-timer.C:
 			flush()
 		case <-s.stopAcker:
-			for {
-				select {
-				case op := <-s.acks:
-					add(op)
-				default:
-					flush()
-					return
-				}
-			}
+			flush()
+			return
 		case <-s.dead:
 			return
 		}
 	}
 }
 
+// end stops taking acks: what is queued stays for a last flush.
+func (s *rsession) end() {
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
+}
+
 // close ends the stream gracefully: the last acks, then a half-close that
 // the server answers by ending the stream once it applied them all.
 func (s *rsession) close() error {
+	s.end()
 	close(s.stopAcker)
 	<-s.ackerDone
 	err := s.sub.Close()
@@ -449,6 +482,7 @@ func (s *rsession) close() error {
 // breakOff gives up a broken stream and counts the messages whose ack or
 // nack never reached it.
 func (s *rsession) breakOff() int {
+	s.end()
 	s.deadOnce.Do(func() { close(s.dead) })
 	<-s.ackerDone
 	_ = s.sub.Close()
