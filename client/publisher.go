@@ -23,7 +23,8 @@ import (
 type PublishSettings struct {
 	// A batch is sent when it holds BatchCount messages or BatchBytes
 	// bytes, or its first message has waited Linger. Defaults 100, 1 MiB
-	// and 5 ms.
+	// and 1 ms (5 ms cost a third of the throughput: with the window full,
+	// results free a few slots at a time and each partial batch waited).
 	BatchCount int
 	BatchBytes int
 	Linger     time.Duration
@@ -115,7 +116,7 @@ func (c *Client) Publisher(set PublishSettings) *Publisher {
 		set.BatchBytes = 1 << 20
 	}
 	set.BatchBytes = min(set.BatchBytes, maxRequestBytes)
-	set.Linger = orDefault(set.Linger, 5*time.Millisecond)
+	set.Linger = orDefault(set.Linger, time.Millisecond)
 	if set.MaxOutstanding <= 0 {
 		set.MaxOutstanding = 1000
 	}
