@@ -131,10 +131,22 @@ func TestReceive_KeepsEachShardInOrderAndBoundsHandlers(t *testing.T) {
 		count   int
 		bad     []string
 	)
+	// Until two handlers have overlapped once, each waits for another to
+	// start (bounded): that shows shards run in parallel without relying
+	// on timing.
+	overlapped := make(chan struct{})
+	var overlapOnce sync.Once
 	err := sub.Receive(ctx, func(_ context.Context, m *client.Delivery) {
 		r := running.Add(1)
 		defer running.Add(-1)
 		for p := peak.Load(); r > p && !peak.CompareAndSwap(p, r); p = peak.Load() {
+		}
+		if r > 1 {
+			overlapOnce.Do(func() { close(overlapped) })
+		}
+		select {
+		case <-overlapped:
+		case <-time.After(5 * time.Second):
 		}
 		var idx int
 		_, _ = fmt.Sscanf(strings.TrimPrefix(string(m.Payload), "ordered-"), "%d", &idx)
