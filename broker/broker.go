@@ -167,8 +167,16 @@ type ShardEvent struct {
 
 // Consumer reads the shards this node owns for one subscription and keeps
 // the subscription's position from the acks it is given. How the position
-// is saved (Kafka: committed offsets) and when a busy shard stops being
-// fetched are the backend's business.
+// is saved (Kafka: committed offsets) is the backend's business; what a
+// position is stays opaque to the node.
+//
+// Memory: a consumer holds, per shard, at most its configured limit of
+// messages fetched and not yet saved (undelivered, in flight, or acked and
+// not saved); at the limit it stops fetching the shard until saves or
+// releases bring it down, so a slow subscriber never grows the backend's
+// buffers. The node polls only while some subscriber could take more than
+// is queued for it, so its own queues hold at most the subscribers'
+// windows (max un-acked) plus one Poll's max per subscription.
 //
 // Saves are fenced: when a reader starts reading a shard it takes the
 // shard's owner fence, which makes every later save by an earlier reader
