@@ -173,10 +173,11 @@ type ShardEvent struct {
 // Memory: a consumer holds, per shard, at most its configured limit of
 // messages fetched and not yet saved (undelivered, in flight, or acked and
 // not saved); at the limit it stops fetching the shard until saves or
-// releases bring it down, so a slow subscriber never grows the backend's
-// buffers. The node polls only while some subscriber could take more than
-// is queued for it, so its own queues hold at most the subscribers'
-// windows (max un-acked) plus one Poll's max per subscription.
+// releases bring it down. The node relies on that bound: it polls only
+// while some subscriber could take more than is queued for it, but what a
+// Poll returns for a shard whose subscriber is full waits in the node's
+// queue, so the node holds at most the per-shard limit times the shards
+// it reads (every message it queues counts in the limit until saved).
 //
 // Saves are fenced: when a reader starts reading a shard it takes the
 // shard's owner fence, which makes every later save by an earlier reader
