@@ -1,20 +1,6 @@
-package node
-
-import (
-	"context"
-	"fmt"
-	"slices"
-	"strings"
-	"time"
-
-	"google.golang.org/grpc/codes"
-
-	"github.com/streamgate/streamgate/broker"
-)
-
 // Ownership: a node delivers a shard only while it is sure no other node
 // does. Three rules keep that, on top of the ring and the claims gossip
-// (dispatcher.go):
+// (handoff.go):
 //
 //   - Claims are exclusive. A node that wants a shard no one claims
 //     publishes an intent and asks every member to acknowledge its state
@@ -35,8 +21,23 @@ import (
 //     newer reader took the shard (ShardLost), so a stale position never
 //     overwrites a newer one.
 //
-// Everything here runs on the subscription's goroutine (run), but for the
-// Confirm call, which runs on a goroutine of its own owned by releases.
+// Everything here runs on the subscription's goroutine (run, dispatcher.go),
+// but for the Confirm call, which runs on a goroutine of its own counted by
+// releases and given up when the consumer closes.
+
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/streamgate/streamgate/broker"
+)
 
 // confirmResult is what a Confirm returned.
 type confirmResult struct {
@@ -313,29 +314,4 @@ func (s *subscription) voidMessages(sh broker.ShardID, voided map[*session]int) 
 		}
 		sess.out.drop(sh) // queued for the stream, not sent yet
 	}
-}
-
-// prepare gives every shard a saved position before the first subscriber
-// of this node is answered (broker.Subscriber.Prepare), once per shard.
-func (s *subscription) prepare(ctx context.Context, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
-	s.preparedMu.Lock()
-	var todo []broker.ShardID
-	for _, sh := range shards {
-		if !s.prepared[sh] {
-			todo = append(todo, sh)
-		}
-	}
-	s.preparedMu.Unlock()
-	if len(todo) == 0 {
-		return nil
-	}
-	if err := s.backend.Prepare(ctx, spec, todo); err != nil {
-		return err
-	}
-	s.preparedMu.Lock()
-	for _, sh := range todo {
-		s.prepared[sh] = true
-	}
-	s.preparedMu.Unlock()
-	return nil
 }

@@ -1,0 +1,188 @@
+// The backend consumer's lifecycle: opened with the subscription's first
+// local subscriber, closed (with a final save, dropping every buffered
+// message and claim) when the last one leaves, and polled by a goroutine
+// of its own (pollLoop, owned by run through pollStop and pollDone) only
+// when run asks. While the backend fails, run keeps asking (hungry), tells
+// every subscriber, and tells them again when a poll succeeds; the
+// consumer re-subscribes failed shards itself. openConsumer, closeConsumer
+// and polled run on the subscription's goroutine (run, dispatcher.go);
+// prepare runs on a Subscribe stream's goroutine, before its session
+// joins.
+
+package node
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/streamgate/streamgate/broker"
+)
+
+// pollResult is what a Poll returned.
+type pollResult struct {
+	ds  []broker.Delivery
+	err error
+}
+
+// openConsumer opens the backend consumer and starts its poller.
+func (s *subscription) openConsumer() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	spec := s.spec
+	if s.members != nil {
+		spec.Standing = func() bool {
+			ok, _ := s.members.Standing()
+			return ok
+		}
+	}
+	c, err := s.backend.Consume(ctx, spec)
+	if err != nil {
+		return err
+	}
+	s.consumer = c
+	s.consumerEvs = c.Events()
+	s.fetching = nil
+	s.releaseCtx, s.releaseStop = context.WithCancel(context.Background())
+	s.metrics.consumers.Inc()
+	pctx, stop := context.WithCancel(context.Background())
+	s.pollStop, s.pollDone = stop, make(chan struct{})
+	go s.pollLoop(pctx, c, s.pollDone)
+	return nil
+}
+
+// pollLoop feeds run with fetched messages until ctx ends, polling only
+// when run asks (some subscriber could take more than is queued for it), so
+// that what the backend fetched ahead stays in its bounded buffers and does
+// not count against a shard's limit. Empty polls are reported too (about
+// one a second when idle): they tell run the backend answers again.
+func (s *subscription) pollLoop(ctx context.Context, c broker.Consumer, done chan struct{}) {
+	defer close(done)
+	for {
+		select {
+		case <-s.want:
+		case <-ctx.Done():
+			return
+		}
+		ds, err := c.Poll(ctx, s.cfg.PollBatch)
+		if ctx.Err() != nil {
+			return
+		}
+		select {
+		case s.poll <- pollResult{ds: ds, err: err}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// closeConsumer stops fetching, saves the acked position, drops every
+// buffered message and every claim: with no subscribers the node holds
+// nothing.
+func (s *subscription) closeConsumer() {
+	if s.consumer == nil {
+		return
+	}
+	s.pollStop()
+	<-s.pollDone
+	select {
+	case <-s.poll: // a result the loop handed over before it stopped
+	default:
+	}
+	// The final save below covers what pending releases were saving.
+	s.releaseStop()
+	close(s.quit)
+	s.releases.Wait()
+	s.quit = make(chan struct{})
+	clear(s.releasing)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.consumer.Close(ctx); err != nil {
+		s.log.Warn("closing the backend consumer", "err", err)
+	}
+	s.consumer, s.consumerEvs = nil, nil
+	select {
+	case <-s.want:
+	default:
+	}
+	s.metrics.consumers.Dec()
+	s.metrics.shardsClaimed.Sub(float64(len(s.claimed)))
+	clear(s.claimed)
+	clear(s.intents)
+	clear(s.disputed)
+	s.confirming = false
+	s.fetching = nil
+	s.queues = map[broker.ShardID]*shardQueue{}
+	clear(s.known)
+	s.addBuffered(-s.buffered)
+	s.pollErr = nil
+	s.publish()
+}
+
+// polled queues what a poll fetched, dropping messages of shards this
+// node no longer reads and ones it holds already, and tells subscribers
+// when the backend fails and when it answers again.
+func (s *subscription) polled(r pollResult) {
+	if s.consumer == nil {
+		return // a late result from a closed consumer
+	}
+	for i := range r.ds {
+		d := r.ds[i]
+		q := s.queue(d.Shard)
+		if !s.readsLocally(d.Shard) {
+			continue // moved away since the fetch; fetched again by its next reader
+		}
+		if s.known[d.ID] {
+			continue // fetched again while queued or in flight
+		}
+		s.known[d.ID] = true
+		s.seq++
+		q.pending = append(q.pending, &message{d: d, seq: s.seq, attempt: d.Attempts})
+		s.addBuffered(1)
+	}
+	now := time.Now()
+	if len(s.fetching) == 0 {
+		r.err = nil // a poll from before this node stopped reading: nothing to report
+	}
+	switch {
+	case r.err != nil:
+		if s.pollErr == nil || now.Sub(s.lastNotice) >= s.cfg.NoticeInterval {
+			s.lastNotice = now
+			s.broadcast(notice(codes.Unavailable, false, "backend unavailable, retrying: "+r.err.Error()))
+		}
+		if s.pollErr == nil {
+			s.log.Warn("backend unavailable", "err", r.err)
+		}
+		s.pollErr = r.err
+	case s.pollErr != nil:
+		s.pollErr = nil
+		s.log.Info("backend available again")
+		s.broadcast(notice(codes.OK, false, "backend available again; delivery resumed"))
+	}
+}
+
+// prepare gives every shard a saved position before the first subscriber
+// of this node is answered (broker.Subscriber.Prepare), once per shard.
+func (s *subscription) prepare(ctx context.Context, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
+	s.preparedMu.Lock()
+	var todo []broker.ShardID
+	for _, sh := range shards {
+		if !s.prepared[sh] {
+			todo = append(todo, sh)
+		}
+	}
+	s.preparedMu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	if err := s.backend.Prepare(ctx, spec, todo); err != nil {
+		return err
+	}
+	s.preparedMu.Lock()
+	for _, sh := range todo {
+		s.prepared[sh] = true
+	}
+	s.preparedMu.Unlock()
+	return nil
+}

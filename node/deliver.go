@@ -1,0 +1,158 @@
+// Delivery: dispatch hands queued messages to their shard's owner within
+// its limit of un-acked messages and asks the poller for more while a
+// subscriber could take more; acks settle messages (and let a shard that
+// moved away be released), nacks hand them back for redelivery, and expire
+// ends a subscriber that holds a message past the ack timeout. Everything
+// here runs on the subscription's goroutine (run, dispatcher.go).
+
+package node
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// dispatch hands queued messages to the shards' owners, within their
+// limits; a shard whose messages are in flight with another session waits.
+func (s *subscription) dispatch() {
+	if len(s.sessions) == 0 || s.draining || !s.mayDeliver() {
+		return
+	}
+	now := time.Now()
+	out := map[*session][]outgoing{}
+	var ids []string
+	for id, q := range s.queues {
+		if len(q.pending) == 0 {
+			continue
+		}
+		owner := s.owner[id]
+		if owner == nil || (q.holder != nil && q.holder != owner) || s.disputed[id] {
+			continue
+		}
+		n := min(owner.max-len(owner.inflight), len(q.pending))
+		if n <= 0 {
+			continue
+		}
+		for _, m := range q.pending[:n] {
+			m.attempt++
+			m.sentAt = now
+			m.holder = owner
+			owner.inflight[m.d.ID] = m
+			out[owner] = append(out[owner], outgoing{d: &m.d, attempt: m.attempt})
+			ids = append(ids, m.d.ID)
+		}
+		clear(q.pending[:n])
+		q.pending = q.pending[n:]
+		q.holder = owner
+		q.held += n
+		s.addBuffered(-n)
+	}
+	if len(ids) > 0 {
+		s.consumer.Delivered(ids...) // before the subscriber can ack them
+	}
+	for sess, msgs := range out {
+		sess.out.push(msgs)
+		s.metrics.delivered.Add(float64(len(msgs)))
+	}
+	if s.hungry() {
+		signal(s.want)
+	}
+}
+
+// hungry says whether a subscriber could take more than is queued for it,
+// or the backend is failing (polls tell when it recovers).
+func (s *subscription) hungry() bool {
+	if s.consumer == nil || len(s.fetching) == 0 || !s.mayDeliver() {
+		return false
+	}
+	if s.pollErr != nil {
+		return true
+	}
+	queued := make(map[*session]int, len(s.sessions))
+	for id, q := range s.queues {
+		if owner := s.owner[id]; owner != nil && (q.holder == nil || q.holder == owner) {
+			queued[owner] += len(q.pending)
+		}
+	}
+	for _, sess := range s.sessions {
+		if queued[sess] < sess.max-len(sess.inflight) {
+			return true
+		}
+	}
+	return false
+}
+
+// ack settles messages sess holds and hands the acks to the consumer;
+// unknown ids (settled already, or void) are counted and ignored.
+func (s *subscription) ack(sess *session, ids []string) {
+	if sess.gone {
+		return
+	}
+	acked := make([]string, 0, len(ids))
+	for _, id := range ids {
+		m := sess.inflight[id]
+		if m == nil {
+			s.metrics.unknownAcks.Inc()
+			continue
+		}
+		delete(sess.inflight, id)
+		delete(s.known, id)
+		q := s.queue(m.d.Shard)
+		q.release(1)
+		if q.held == 0 && !s.readsLocally(m.d.Shard) {
+			defer s.maybeRelease(m.d.Shard) // after the ack reaches the consumer
+		}
+		acked = append(acked, id)
+	}
+	if len(acked) > 0 {
+		s.consumer.Ack(acked...)
+		s.metrics.acks.Add(float64(len(acked)))
+	}
+	if s.draining && len(sess.inflight) == 0 {
+		s.end(sess, codes.Unavailable, "node draining, reconnect")
+	}
+}
+
+// nack hands messages sess holds back to their shards for redelivery.
+func (s *subscription) nack(sess *session, ids []string) {
+	if sess.gone {
+		return
+	}
+	var back []*message
+	for _, id := range ids {
+		if m := sess.inflight[id]; m != nil {
+			delete(sess.inflight, id) // a repeated id is handed back once
+			back = append(back, m)
+		} else {
+			s.metrics.unknownAcks.Inc()
+		}
+	}
+	s.handBack(sess, back)
+	if s.draining && len(sess.inflight) == 0 {
+		s.end(sess, codes.Unavailable, "node draining, reconnect")
+	}
+}
+
+// expire ends sessions that hold a message for longer than the ack timeout.
+func (s *subscription) expire(now time.Time) {
+	if !s.mayDeliver() {
+		return // subscribers cannot ack what a node in doubt does not read
+	}
+	for _, sess := range s.sessions {
+		var late int
+		for _, m := range sess.inflight {
+			if now.Sub(m.sentAt) > s.cfg.AckTimeout {
+				late++
+			}
+		}
+		if late == 0 {
+			continue
+		}
+		s.log.Info("subscriber timed out", "subscriber", sess.id, "late", late)
+		s.metrics.timeouts.Inc()
+		s.end(sess, codes.DeadlineExceeded, fmt.Sprintf(
+			"%d message(s) held un-acked for longer than the ack timeout of %s; they go to another subscriber", late, s.cfg.AckTimeout))
+	}
+}
