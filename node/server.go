@@ -43,7 +43,7 @@ type Server struct {
 	sub     *subscribeService
 	members Membership
 	stopBg  context.CancelFunc
-	bg      sync.WaitGroup // background goroutines: the cluster watcher
+	bg      sync.WaitGroup // background goroutines: the cluster watcher and the shard refresher
 
 	mu       sync.Mutex // guards draining
 	draining bool

@@ -120,6 +120,8 @@ func (o *outbox) terminalErr() error {
 	return status.Error(codes.Code(o.terminal.GetStatus().GetCode()), o.terminal.GetStatus().GetMessage())
 }
 
+// signal wakes a capacity-1 channel's reader without blocking: one pending
+// signal stands for any number.
 func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
