@@ -248,6 +248,9 @@ func TestOutage_PollReportsUnavailableThenRecoversWithNothingLost(t *testing.T) 
 	}
 	got := poll(t, c, 10, 60*time.Second)
 	assert.ElementsMatch(t, sent, ids(got))
-	_, err := c.Poll(context.Background(), 10)
-	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := c.Poll(context.Background(), 10)
+		return err == nil
+	}, 30*time.Second, 10*time.Millisecond, "Poll keeps reporting the outage")
+	quiet(t, c, time.Second)
 }

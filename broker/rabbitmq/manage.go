@@ -162,7 +162,7 @@ func (c *consumer) subscribe(k posKey, gen uint64, spec stream.OffsetSpecificati
 		SetManualCommit().
 		SetCRCCheck(false).
 		SetInitialCredits(2). // chunks in flight per shard, besides MaxBufferedPerShard
-		SetClientProvidedName("streamgate-" + c.spec.Name))
+		SetClientProvidedName("streamgate-"+c.spec.Name))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ps := c.parts[k]

@@ -110,9 +110,9 @@ type producer struct {
 	stream string
 	p      *stream.Producer
 
-	sendMu sync.Mutex // held across adding to pending and Send: their orders match
-	emitMu sync.Mutex // held while results are handed out: one at a time, in order
-	mu     sync.Mutex // guards pending, byMsg, dead
+	sendMu  sync.Mutex // held across adding to pending and Send: their orders match
+	emitMu  sync.Mutex // held while results are handed out: one at a time, in order
+	mu      sync.Mutex // guards pending, byMsg, dead
 	pending []*pendingMsg
 	byMsg   map[*amqp.AMQP10]*pendingMsg
 	dead    bool // closed: new messages go to a new producer
