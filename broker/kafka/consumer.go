@@ -1,8 +1,17 @@
+// The consumer: Shards and Consume (broker.Subscriber), the consumer's
+// state (partState per partition, all under consumer.mu), Assign, which
+// sets the partitions the node wants, and the locked helpers that stop
+// fetching and forget partitions. Everything here may be called from any
+// goroutine; the ...Locked helpers with consumer.mu held. The rest of the
+// consumer: poll.go (Poll), ack.go (acks, deliveries and shard events),
+// health.go (whether fetching works), manage.go (its goroutine: loading,
+// retries, topic checks and timed saves), save.go (fenced saves) and
+// release.go (Release, Confirm and Close).
+
 package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -145,9 +154,10 @@ type partState struct {
 
 // consumer implements broker.Consumer.
 //
-// One goroutine (manage, save.go) loads partitions, re-subscribes failed
+// One goroutine (manage, manage.go) loads partitions, re-subscribes failed
 // ones, checks the topics and saves positions; Poll runs on the caller's
-// goroutine; Assign, Ack, Delivered, Release, Confirm and Abandon on any.
+// goroutine, one call at a time; Assign, Ack, Delivered, Release, Confirm,
+// Abandon, TakeEvents and Close on any.
 // They share parts under mu. franz-go's pause, resume, add and remove are
 // called with mu held, so that their order matches the phases (they take
 // only franz-go's own locks); requests to the broker are made without it.
@@ -217,137 +227,6 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 	signal(c.kick)
 }
 
-// Poll implements broker.Consumer.
-func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error) {
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	c.mu.Lock()
-	epochs := make(map[tp]uint64, len(c.parts))
-	for k, ps := range c.parts {
-		epochs[k] = ps.epoch
-	}
-	c.mu.Unlock()
-	fs := c.cl.PollRecords(pctx, max)
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	var failed []tp
-	var fetchErr error
-	truncated := map[tp]int64{}
-	fs.EachError(func(topic string, p int32, err error) {
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			return
-		}
-		var loss *kgo.ErrDataLoss
-		if errors.As(err, &loss) {
-			if loss.ResetTo <= loss.ConsumedTo {
-				// The log was cut back (an unclean leader election):
-				// records from ResetTo on are new ones.
-				truncated[tp{topic, p}] = loss.ResetTo
-			} else {
-				// The log start passed a lagging subscription: franz-go
-				// moved on to what still exists. Nothing to redo.
-				c.log.Warn("the broker no longer has records this subscription had not read", "err", err)
-			}
-			return
-		}
-		if p >= 0 {
-			failed = append(failed, tp{topic, p})
-		}
-		fetchErr = fmt.Errorf("fetching %s/%d: %w", topic, p, err)
-	})
-
-	var out []broker.Delivery
-	restart := map[tp]bool{}
-	pause := map[string][]int32{}
-	remove := map[string][]int32{}
-	now := time.Now()
-	c.mu.Lock()
-	fs.EachRecord(func(r *kgo.Record) {
-		k := tp{r.Topic, r.Partition}
-		ps := c.parts[k]
-		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
-			return // stopped or failed since: fetched again from tr.next when wanted
-		}
-		if ps.epoch != epochs[k] {
-			// Restarted while this poll ran: the record may be from before
-			// the restart. Fetch the partition again from our position.
-			restart[k] = true
-			return
-		}
-		if _, cut := truncated[k]; cut {
-			return // fetched again after the truncation below
-		}
-		if deliver, prior := ps.tr.fetched(r.Offset); deliver {
-			out = append(out, toDelivery(r, prior))
-		}
-		ps.fails = 0
-	})
-	for k, at := range truncated {
-		ps := c.parts[k]
-		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
-			continue
-		}
-		ps.tr.truncate(at)
-		ps.unsaved = true // the saved position may lie past the new log end
-		ps.seq++
-		restart[k] = true
-		c.eventLocked(k, broker.ShardReset, fmt.Sprintf("the log was truncated at offset %d (records from there on are new); reading again from the saved position", at))
-		c.log.Warn("the log was truncated under the subscription; reading again", "topic", k.topic, "partition", k.partition, "at", at)
-	}
-	if len(restart) > 0 {
-		rm := map[string][]int32{}
-		add := map[string]map[int32]kgo.Offset{}
-		for k := range restart {
-			ps := c.parts[k]
-			rm[k.topic] = append(rm[k.topic], k.partition)
-			addOffset(add, k, ps.tr.next)
-			ps.phase = phaseFetching
-			ps.epoch++
-		}
-		c.removeLocked(rm)
-		c.cl.AddConsumePartitions(add)
-	}
-	for k, ps := range c.parts {
-		if ps.phase == phaseFetching && ps.tr.uncommitted() > int64(c.b.cfg.MaxBufferedPerShard) {
-			ps.phase = phasePaused
-			pause[k.topic] = append(pause[k.topic], k.partition)
-		}
-	}
-	for _, k := range failed {
-		ps := c.parts[k]
-		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
-			continue // stopped or failed already: not fetched, nothing to re-subscribe
-		}
-		ps.phase = phaseFailed
-		ps.epoch++
-		ps.fails++
-		ps.retryAt = now.Add(backoff(ps.fails))
-		remove[k.topic] = append(remove[k.topic], k.partition)
-	}
-	if fetchErr != nil {
-		c.lastErr = fetchErr
-	}
-	err := c.healthLocked()
-	if len(pause) > 0 {
-		c.cl.PauseFetchPartitions(pause)
-	}
-	if len(remove) > 0 {
-		// Re-subscribe from where we were, after a backoff: franz-go
-		// would otherwise refetch a failing partition in a tight loop.
-		c.removeLocked(remove)
-	}
-	c.mu.Unlock()
-	if len(remove) > 0 {
-		c.log.Warn("fetch failed; re-subscribing after backoff", "err", fetchErr)
-		signal(c.kick)
-	}
-	if len(truncated) > 0 {
-		signal(c.commitNow)
-	}
-	return out, err
-}
-
 // removeLocked stops fetching partitions. A pause outlives franz-go's
 // RemoveConsumePartitions and would keep a re-added partition silent, so
 // it is lifted too.
@@ -369,120 +248,4 @@ func (c *consumer) forgetLocked(k tp) {
 		c.removeLocked(map[string][]int32{k.topic: {k.partition}})
 	}
 	delete(c.parts, k)
-}
-
-// eventLocked records an event for the node, replacing an older one of
-// the same partition.
-func (c *consumer) eventLocked(k tp, kind broker.ShardEventKind, reason string) {
-	c.events[k] = broker.ShardEvent{Shard: k.shard(), Kind: kind, Reason: reason}
-	signal(c.eventSig)
-}
-
-// Events implements broker.Consumer.
-func (c *consumer) Events() <-chan struct{} { return c.eventSig }
-
-// TakeEvents implements broker.Consumer.
-func (c *consumer) TakeEvents() []broker.ShardEvent {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	out := make([]broker.ShardEvent, 0, len(c.events))
-	for _, ev := range c.events {
-		out = append(out, ev)
-	}
-	clear(c.events)
-	return out
-}
-
-// healthLocked says whether fetching works: no partition is waiting to be
-// re-subscribed, every topic exists, and the last connection attempt did
-// not fail.
-func (c *consumer) healthLocked() error {
-	if c.topicErr != nil {
-		return fmt.Errorf("%w: %w", broker.ErrUnavailable, c.topicErr)
-	}
-	for _, ps := range c.parts {
-		if ps.phase == phaseFailed || (ps.phase == phaseLoading && ps.fails > 0) {
-			return fmt.Errorf("%w: %w", broker.ErrUnavailable, c.lastErr)
-		}
-	}
-	if err := c.health.err(); err != nil {
-		return fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
-	}
-	c.lastErr = nil
-	return nil
-}
-
-func toDelivery(r *kgo.Record, prior uint32) broker.Delivery {
-	d := broker.Delivery{
-		ID:          encodeID(position{topic: r.Topic, partition: r.Partition, offset: r.Offset}),
-		Shard:       broker.ShardID{Topic: r.Topic, Index: r.Partition},
-		Message:     broker.Message{Topic: r.Topic, Key: r.Key, Payload: r.Value},
-		PublishTime: r.Timestamp,
-		Attempts:    prior,
-	}
-	if len(r.Headers) > 0 {
-		d.Message.Headers = make([]broker.Header, len(r.Headers))
-		for i, h := range r.Headers {
-			d.Message.Headers[i] = broker.Header{Key: h.Key, Value: h.Value}
-		}
-	}
-	return d
-}
-
-// Ack implements broker.Consumer.
-func (c *consumer) Ack(ids ...string) {
-	commit := false
-	c.mu.Lock()
-	for _, id := range ids {
-		p, err := decodeID(id)
-		if err != nil {
-			continue
-		}
-		ps := c.parts[tp{p.topic, p.partition}]
-		if ps == nil || ps.tr == nil || !ps.tr.ack(p.offset) {
-			continue
-		}
-		ps.seq++
-		c.acks++
-		if c.acks >= c.b.cfg.CommitEvery {
-			commit = true
-		}
-		// A paused partition resumes only after a save: save as soon as
-		// acks have drained it to half, not at the next tick.
-		if ps.phase == phasePaused {
-			if o, _ := ps.tr.commitPoint(); ps.tr.next-o <= int64(c.b.cfg.MaxBufferedPerShard/2) {
-				commit = true
-			}
-		}
-	}
-	c.mu.Unlock()
-	if commit {
-		signal(c.commitNow)
-	}
-}
-
-// Delivered implements broker.Consumer.
-func (c *consumer) Delivered(ids ...string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, id := range ids {
-		p, err := decodeID(id)
-		if err != nil {
-			continue
-		}
-		if ps := c.parts[tp{p.topic, p.partition}]; ps != nil && ps.tr != nil && ps.tr.delivered(p.offset) {
-			ps.seq++
-		}
-	}
-}
-
-// Abandon implements broker.Consumer.
-func (c *consumer) Abandon(shards []broker.ShardID) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, s := range shards {
-		k := tp{s.Topic, s.Index}
-		c.forgetLocked(k)
-		delete(c.events, k)
-	}
 }

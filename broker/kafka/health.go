@@ -1,3 +1,9 @@
+// Health and backlog: healthHook notices brokers that cannot be reached
+// (franz-go calls it on its own goroutines; it only stores atomics), and
+// healthLocked turns that, failed partitions and missing topics into the
+// error Poll returns (with consumer.mu held). Backlog answers the admin
+// service's status from any goroutine.
+
 package kafka
 
 import (
@@ -47,6 +53,25 @@ func (h *healthHook) err() error {
 	if f := h.lastFail.Load(); f != 0 && f > ok && time.Since(time.Unix(0, ok)) > time.Second {
 		return fmt.Errorf("connecting to the broker: %w", *h.failErr.Load())
 	}
+	return nil
+}
+
+// healthLocked says whether fetching works: no partition is waiting to be
+// re-subscribed, every topic exists, and the last connection attempt did
+// not fail.
+func (c *consumer) healthLocked() error {
+	if c.topicErr != nil {
+		return fmt.Errorf("%w: %w", broker.ErrUnavailable, c.topicErr)
+	}
+	for _, ps := range c.parts {
+		if ps.phase == phaseFailed || (ps.phase == phaseLoading && ps.fails > 0) {
+			return fmt.Errorf("%w: %w", broker.ErrUnavailable, c.lastErr)
+		}
+	}
+	if err := c.health.err(); err != nil {
+		return fmt.Errorf("%w: %w", broker.ErrUnavailable, err)
+	}
+	c.lastErr = nil
 	return nil
 }
 
