@@ -105,6 +105,7 @@ func TestJoinOwesStateWithReplyRequest(t *testing.T) {
 
 	targets, replies := tb.takeOwed(map[string]bool{"a": true})
 	assert.Empty(t, targets, "a member with a send in flight waits")
+	assert.Empty(t, replies)
 	targets, replies = tb.takeOwed(nil)
 	require.Len(t, targets, 1)
 	assert.Equal(t, "a", targets[0].Name)
