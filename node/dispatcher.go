@@ -3,13 +3,13 @@
 // state. Other goroutines (Subscribe streams, the admin service, the
 // cluster watcher and the shard refresher) only call send, join, prepare,
 // offerView and currentTopics, which hand work over through channels or
-// use a lock of their own. The rest of the dispatcher is split by concern,
-// all of it run by run unless its file says otherwise: subscribers.go
-// (sessions joining and leaving), queue.go (shard queues and redelivery),
-// handoff.go (the assignment, claims and releases), ownership.go
-// (exclusive claims and standing), backend.go (the consumer's lifecycle
-// and its poller) and deliver.go (dispatch, acks, nacks and the ack
-// timeout).
+// use a lock of their own, and the registry closes stop. The rest of the
+// dispatcher is split by concern, all of it run by run unless its file
+// says otherwise: subscribers.go (sessions joining and leaving), queue.go
+// (shard queues and redelivery), handoff.go (the assignment, claims and
+// releases), ownership.go (exclusive claims and standing), backend.go (the
+// consumer's lifecycle and its poller) and deliver.go (dispatch, acks,
+// nacks and the ack timeout).
 
 package node
 
@@ -57,7 +57,9 @@ type subscription struct {
 	after    <-chan struct{} // a previous incarnation that must finish first
 	released chan releaseResult
 	confirms chan confirmResult
-	quit     chan struct{} // closed when run is leaving: release goroutines give up
+	// quit is closed (and made anew) when the consumer closes: Release
+	// and Confirm goroutines give up handing over their results.
+	quit chan struct{}
 
 	topicsMu   sync.Mutex // guards topicsCopy
 	topicsCopy []string   // topics, for the shard refresher
