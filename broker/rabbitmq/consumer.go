@@ -385,5 +385,8 @@ var errNotStanding = errors.New("not saving: this node's membership of the clust
 // errSaveInFlight: what was asked is being saved by another call already.
 var errSaveInFlight = errors.New("a save of these positions is in flight")
 
+// errAborted: the backend was aborted (a crash, for tests).
+var errAborted = errors.New("the backend was aborted")
+
 // errFenced: another reader claimed the shard.
 var errFenced = errors.New("fenced: another reader has the shard")

@@ -293,6 +293,9 @@ type saveReq struct {
 // under its claim. It returns the shards saved and those another reader
 // claimed (forgotten now; ShardLost reported unless forced or released).
 func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey, err error) {
+	if c.b.aborted.Load() {
+		return nil, nil, errAborted
+	}
 	if c.spec.Standing != nil && !c.spec.Standing() {
 		return nil, nil, errNotStanding
 	}
@@ -528,6 +531,8 @@ func (c *consumer) Close(ctx context.Context) error {
 			return nil
 		case errors.Is(err, errNotStanding):
 			c.log.Warn("closing without a final save", "err", err)
+			return nil
+		case errors.Is(err, errAborted):
 			return nil
 		}
 		select {

@@ -29,6 +29,8 @@ type Broker struct {
 	tag   [16]byte      // this backend's part of every message id it makes
 	seq   atomic.Uint64 // the counter part
 	slots chan struct{} // MaxInFlight: one per message not yet confirmed
+	// aborted: Abort was called; consumers save nothing from then on.
+	aborted atomic.Bool
 	store *store
 
 	stop context.CancelFunc // ends the goroutines below
@@ -362,6 +364,13 @@ func (b *Broker) Close() {
 	b.store.close()
 	_ = b.env.Close()
 	b.wg.Wait()
+}
+
+// Abort stops the backend at once and saves nothing, as a killed process
+// would. For tests of failure handling.
+func (b *Broker) Abort() {
+	b.aborted.Store(true)
+	b.Close()
 }
 
 // MaxMessageBytes is the size limit this backend was configured with.
