@@ -31,7 +31,7 @@ type Broker struct {
 	slots chan struct{} // MaxInFlight: one per message not yet confirmed
 	// aborted: Abort was called; consumers save nothing from then on.
 	aborted atomic.Bool
-	store *store
+	store   *store
 
 	stop context.CancelFunc // ends the goroutines below
 	wg   sync.WaitGroup     // producers' confirmation readers, the store
