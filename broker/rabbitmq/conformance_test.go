@@ -1,0 +1,73 @@
+package rabbitmq
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/streamgate/streamgate/broker/brokertest"
+	"github.com/streamgate/streamgate/internal/rabbitmqtest"
+)
+
+var _ brokertest.Backend = (*Broker)(nil)
+
+// TestConformance runs the backend contract's conformance suite against
+// the test binary's rabbitmq-server.
+//
+// Not passing yet (issue 9): StartLatest subtests get up to ClockSkew of
+// older messages (the start is by time, see Prepare), and several subtests
+// hang (a Close racing a subscription being opened is the first suspect).
+// Set STREAMGATE_RABBITMQ_CONFORMANCE=1 to run it.
+func TestConformance(t *testing.T) {
+	if os.Getenv("STREAMGATE_RABBITMQ_CONFORMANCE") == "" {
+		t.Skip("not passing yet (issue 9); STREAMGATE_RABBITMQ_CONFORMANCE=1 runs it")
+	}
+	srv := rabbitmqtest.Require(t)
+	brokertest.Run(t, &conformance{uri: srv.URI()})
+}
+
+// conformance is the suite's harness: a real server, no fault injection.
+type conformance struct{ uri string }
+
+func (h *conformance) Backend(t *testing.T, o brokertest.Options) brokertest.Backend {
+	t.Helper()
+	cfg := DefaultConfig(h.uri)
+	cfg.SaveEvery = 1 << 30
+	cfg.SaveInterval = time.Hour
+	if o.SaveEvery > 0 {
+		cfg.SaveEvery = o.SaveEvery
+	}
+	if o.SaveInterval > 0 {
+		cfg.SaveInterval = o.SaveInterval
+	}
+	if o.MaxBufferedPerShard > 0 {
+		cfg.MaxBufferedPerShard = o.MaxBufferedPerShard
+	}
+	if o.MaxMessageBytes > 0 {
+		cfg.MaxMessageBytes = o.MaxMessageBytes
+	}
+	if testing.Verbose() {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	b, err := New(cfg)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (h *conformance) CreateTopic(t *testing.T, name string, shards int) {
+	t.Helper()
+	b, err := New(DefaultConfig(h.uri))
+	require.NoError(t, err)
+	defer b.Close()
+	require.NoError(t, b.CreateTopic(context.Background(), name, shards))
+}
+
+func (h *conformance) Crash(t *testing.T, b brokertest.Backend) {
+	t.Helper()
+	b.(*Broker).Abort()
+}
