@@ -59,6 +59,7 @@ func (s *subscription) openConsumer() error {
 // one a second when idle): they tell run the backend answers again.
 func (s *subscription) pollLoop(ctx context.Context, c broker.Consumer, done chan struct{}) {
 	defer close(done)
+	var pause time.Duration // after failed polls: 50ms doubling to 1s
 	for {
 		select {
 		case <-s.want:
@@ -72,6 +73,21 @@ func (s *subscription) pollLoop(ctx context.Context, c broker.Consumer, done cha
 		select {
 		case s.poll <- pollResult{ds: ds, err: err}:
 		case <-ctx.Done():
+			return
+		}
+		if err == nil {
+			pause = 0
+			continue
+		}
+		// The contract lets a failing Poll return at once; without a pause
+		// the node would poll such a backend in a tight loop for as long
+		// as the outage lasts.
+		pause = min(max(2*pause, 50*time.Millisecond), time.Second)
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
 			return
 		}
 	}

@@ -38,18 +38,7 @@ type conformance struct {
 // KnownBug names the subtests this backend fails, with why; each is a bug
 // to fix in this package, after which its line goes.
 func (h *conformance) KnownBug(subtest string) string {
-	return map[string]string{
-		"Publish/CanceledContextAfterHandOffStillPublishes": "Publish hands its ctx to franz-go's Produce, which fails a " +
-			"buffered record when its ctx ends, and with it the records queued behind it in the partition whose ctx lives " +
-			"on (context.Canceled, no sentinel); node/publish.go works around it with context.WithoutCancel",
-		"Attempts/SavedByTimedSavesWithoutAcks": "tracker.dirty ignores delivery counts, so a timed save skips a shard " +
-			"whose only change is Delivered: a message delivered and never acked counts from 0 again after a crash",
-		"Buffer/StopsFetchingAtTheLimitPerShard": "Poll pauses a partition only after handing out what franz-go buffered " +
-			"(uncommitted() > MaxBufferedPerShard is checked after EachRecord): one Poll(100) delivers all 60 messages of a " +
-			"fetch with a limit of 10, and Poll(1) still delivers limit+1",
-		"Faults/SaveFailureErrorsWrapErrUnavailable": "Release, Confirm and Close return the raw save error " +
-			"(UNKNOWN_SERVER_ERROR) without translate(), so it wraps no broker sentinel",
-	}[subtest]
+	return map[string]string{}[subtest]
 }
 
 func (h *conformance) Backend(t *testing.T, o brokertest.Options) brokertest.Backend {

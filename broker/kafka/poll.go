@@ -60,6 +60,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 
 	var out []broker.Delivery
 	restart := map[tp]bool{}
+	over := map[tp]bool{} // at the buffer limit: the rest of what was fetched waits in the broker
 	pause := map[string][]int32{}
 	remove := map[string][]int32{}
 	now := time.Now()
@@ -79,6 +80,12 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		if _, cut := truncated[k]; cut {
 			return // fetched again after the truncation below
 		}
+		if over[k] || ps.tr.uncommitted() >= int64(c.b.cfg.MaxBufferedPerShard) {
+			// The shard holds its limit: drop the rest of this fetch and
+			// read it again from tr.next once saves have drained it.
+			over[k] = true
+			return
+		}
 		if deliver, prior := ps.tr.fetched(r.Offset); deliver {
 			out = append(out, toDelivery(r, prior))
 		}
@@ -96,6 +103,11 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		c.eventLocked(k, broker.ShardReset, fmt.Sprintf("the log was truncated at offset %d (records from there on are new); reading again from the saved position", at))
 		c.log.Warn("the log was truncated under the subscription; reading again", "topic", k.topic, "partition", k.partition, "at", at)
 	}
+	for k := range over {
+		// Fetched again from tr.next, and paused below (it holds its
+		// limit) until a save drains it.
+		restart[k] = true
+	}
 	if len(restart) > 0 {
 		rm := map[string][]int32{}
 		add := map[string]map[int32]kgo.Offset{}
@@ -110,7 +122,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		c.cl.AddConsumePartitions(add)
 	}
 	for k, ps := range c.parts {
-		if ps.phase == phaseFetching && ps.tr.uncommitted() > int64(c.b.cfg.MaxBufferedPerShard) {
+		if ps.phase == phaseFetching && ps.tr.uncommitted() >= int64(c.b.cfg.MaxBufferedPerShard) {
 			ps.phase = phasePaused
 			pause[k.topic] = append(pause[k.topic], k.partition)
 		}

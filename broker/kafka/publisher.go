@@ -107,7 +107,9 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message, done func(bro
 			rec.Headers[i] = kgo.RecordHeader{Key: h.Key, Value: h.Value}
 		}
 	}
-	b.producer.Produce(ctx, rec, func(r *kgo.Record, err error) {
+	hctx, handedOff := handOff(ctx)
+	defer handedOff()
+	b.producer.Produce(hctx, rec, func(r *kgo.Record, err error) {
 		if err != nil {
 			done(broker.PublishResult{Err: translate(err)})
 			return
@@ -182,4 +184,19 @@ func (p *spreadTopic) Partition(r *kgo.Record, n int) int {
 	}
 	p.next = (p.next + 1) % n
 	return p.next
+}
+
+// handOff is the context Produce gets: ctx may end the wait for buffer
+// space, as the contract says, but never the record once it is buffered.
+// franz-go uses one context for both, and fails a partition's whole queue
+// when its head record's context ends, so a caller that went away would
+// fail everybody's messages behind its own. The record's context follows
+// ctx only until done is called, right after Produce returns.
+func handOff(ctx context.Context) (hctx context.Context, done func()) {
+	if ctx.Done() == nil {
+		return ctx, func() {} // cannot end: nothing to guard (the node's case)
+	}
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, cancel)
+	return hctx, func() { stop() }
 }

@@ -43,6 +43,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		at      int64
 		meta    string
 		acks    int
+		counted int
 		seq     uint64
 		release bool
 		err     error
@@ -67,7 +68,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		}
 		ps.saving = true
 		at, meta := ps.tr.saved()
-		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.acks, seq: ps.seq, release: ps.release})
+		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.acks, counted: ps.tr.counted, seq: ps.seq, release: ps.release})
 	}
 	c.mu.Unlock()
 	if len(jobs) == 0 {
@@ -110,12 +111,12 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		case j.err != nil:
 			failed = true
 			if err == nil {
-				err = fmt.Errorf("saving %s/%d of %q: %w", j.k.topic, j.k.partition, c.group, j.err)
+				err = fmt.Errorf("saving %s/%d of %q: %w", j.k.topic, j.k.partition, c.group, translate(j.err))
 			}
 			continue
 		}
 		savedParts = append(savedParts, j.k)
-		ps.tr.committedAt(j.at, j.acks)
+		ps.tr.committedAt(j.at, j.acks, j.counted)
 		ps.unsaved = false
 		total += j.acks
 		if ps.phase == phaseStopped && ps.release && ps.seq == j.seq {

@@ -29,6 +29,7 @@ type tracker struct {
 	// for records not fetched yet, by offset.
 	preattempts []attempts
 	acks        int    // acks since the last commit
+	counted     int    // deliveries counted since the last commit: their counts are saved too
 	origin      origin // how the subscription started, saved with every commit
 }
 
@@ -124,6 +125,7 @@ func (t *tracker) delivered(offset int64) bool {
 	if t.entries[i].attempts < 1<<16-1 {
 		t.entries[i].attempts++
 	}
+	t.counted++
 	return true
 }
 
@@ -222,7 +224,7 @@ func (t *tracker) saved() (int64, savedMeta) {
 
 // dirty says whether a commit would change anything.
 func (t *tracker) dirty() bool {
-	if t.acks > 0 {
+	if t.acks > 0 || t.counted > 0 {
 		return true
 	}
 	o, _ := t.commitPoint()
@@ -230,7 +232,8 @@ func (t *tracker) dirty() bool {
 }
 
 // committedAt records a successful commit at offset.
-func (t *tracker) committedAt(offset int64, acks int) {
+func (t *tracker) committedAt(offset int64, acks, counted int) {
+	t.counted = max(t.counted-counted, 0)
 	if offset > t.committed {
 		t.committed = offset
 	}

@@ -27,7 +27,7 @@ func TestTracker_CommitStopsAtTheFirstUnackedAndKeepsLaterAcks(t *testing.T) {
 	require.EqualValues(t, 102, at, "the commit never passes an un-acked record")
 	require.Equal(t, []int64{103, 105, 106}, above)
 	require.True(t, tr.dirty())
-	tr.committedAt(at, tr.acks)
+	tr.committedAt(at, tr.acks, tr.counted)
 	require.False(t, tr.dirty())
 	require.EqualValues(t, 8, tr.uncommitted())
 
