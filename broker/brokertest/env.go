@@ -330,14 +330,6 @@ func pick(t *testing.T, ds []broker.Delivery, is ...int) []broker.Delivery {
 	return out
 }
 
-func span(from, to int) []int {
-	var out []int
-	for i := from; i < to; i++ {
-		out = append(out, i)
-	}
-	return out
-}
-
 // byShard groups deliveries by shard, keeping their order.
 func byShard(ds []broker.Delivery) map[broker.ShardID][]broker.Delivery {
 	out := map[broker.ShardID][]broker.Delivery{}
