@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
 	"os"
 	"regexp"
 	"sort"
@@ -34,6 +35,7 @@ type serveConfig struct {
 	embedded devbroker.Config // only without --brokers
 
 	brokers, embeddedTopics, join listFlag
+	backendKind, rabbitAddr       string // --backend kafka|rabbitmq, --rabbitmq-addr
 
 	grpcAddr, httpAddr, debugAddr string
 	gossipAddr, advertiseAddr     string
@@ -48,6 +50,8 @@ func defaultServeConfig() serveConfig {
 		kafka:        kafka.DefaultConfig(),
 		cluster:      cluster.DefaultConfig(),
 		embedded:     devbroker.DefaultConfig(),
+		backendKind:  "kafka",
+		rabbitAddr:   "rabbitmq-stream://guest:guest@localhost:5552/",
 		grpcAddr:     ":50051",
 		httpAddr:     ":8080",
 		gossipAddr:   ":7946",
@@ -62,6 +66,8 @@ func defaultServeConfig() serveConfig {
 // register defines serve's flags on fs.
 func (c *serveConfig) register(fs *flag.FlagSet) {
 	ncfg, kcfg, ccfg := &c.node, &c.kafka, &c.cluster
+	fs.StringVar(&c.backendKind, "backend", c.backendKind, "the message backend: kafka or rabbitmq (RabbitMQ streams)")
+	fs.StringVar(&c.rabbitAddr, "rabbitmq-addr", c.rabbitAddr, "with --backend rabbitmq: the server's stream endpoint, rabbitmq-stream://user:password@host:5552/vhost")
 	fs.Var(&c.brokers, "brokers", "comma-separated Kafka bootstrap addresses (empty: start an embedded in-memory broker)")
 	fs.StringVar(&c.grpcAddr, "grpc-addr", c.grpcAddr, "listen address of the gRPC API")
 	fs.StringVar(&c.httpAddr, "http-addr", c.httpAddr, "listen address of /metrics, /healthz and /readyz (empty: off)")
@@ -191,6 +197,19 @@ func (c *serveConfig) check(src sources) error {
 	c.kafka.MaxMessageBytes = c.node.MaxMessageBytes
 	c.kafka.Brokers = c.brokers
 	k := c.kafka
+	switch c.backendKind {
+	case "kafka":
+	case "rabbitmq":
+		if !strings.HasPrefix(c.rabbitAddr, "rabbitmq-stream://") && !strings.HasPrefix(c.rabbitAddr, "rabbitmq-stream+tls://") {
+			return fmt.Errorf("%s %q: want rabbitmq-stream://user:password@host:5552/vhost", src.describe("rabbitmq-addr"), c.rabbitAddr)
+		}
+		if len(c.brokers) > 0 {
+			return fmt.Errorf("%s: Kafka addresses, but %s is rabbitmq", src.describe("brokers"), src.describe("backend"))
+		}
+		return c.checkCluster(src)
+	default:
+		return fmt.Errorf("%s %q: want kafka or rabbitmq", src.describe("backend"), c.backendKind)
+	}
 	if len(c.brokers) == 0 {
 		if err := checkAddr(src, "embedded-addr", c.embedded.Addr, "127.0.0.1:9092"); err != nil {
 			return err
@@ -204,6 +223,11 @@ func (c *serveConfig) check(src sources) error {
 	if err := k.Validate(); err != nil {
 		return namedByFlags(err, "kafka", kafkaFlags, src)
 	}
+	return c.checkCluster(src)
+}
+
+// checkCluster completes and checks the gossip settings.
+func (c *serveConfig) checkCluster(src sources) error {
 	if c.gossipAddr == "" {
 		return nil
 	}
@@ -295,7 +319,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		defer dbg.stop()
 	}
-	if len(c.brokers) == 0 {
+	if len(c.brokers) == 0 && c.backendKind == "kafka" {
 		db, err := devbroker.Start(c.embedded)
 		if err != nil {
 			return fmt.Errorf("--embedded-addr: %w", err)
@@ -308,9 +332,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	c.kafka.Logger = log
-	c.kafka.Registerer = reg
-	backend, err := kafka.New(c.kafka)
+	backend, err := c.openBackend(log, reg)
 	if err != nil {
 		return err
 	}
@@ -378,7 +400,7 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer fcancel()
-	if err := backend.Flush(fctx); err != nil {
+	if err := flushBackend(fctx, backend); err != nil {
 		log.Warn("unconfirmed publishes at exit", "err", err)
 	}
 	log.Info("stopped")
@@ -428,4 +450,42 @@ func (d *debugServer) stop() {
 		_ = d.srv.Close()
 	}
 	<-d.done
+}
+
+// serveBackend is a backend as serve runs it.
+type serveBackend interface {
+	node.Backend
+	Close()
+}
+
+// openBackend connects the backend --backend names.
+func (c *serveConfig) openBackend(log *slog.Logger, reg *prometheus.Registry) (serveBackend, error) {
+	if c.backendKind == "rabbitmq" {
+		b, err := newRabbitBackend(c.rabbitAddr, log, c.node.MaxMessageBytes, c.kafka.PublishTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("--rabbitmq-addr: %w", err)
+		}
+		log.Info("backend: RabbitMQ streams", "addr", redactURL(c.rabbitAddr))
+		return b, nil
+	}
+	c.kafka.Logger = log
+	c.kafka.Registerer = reg
+	return kafka.New(c.kafka)
+}
+
+// flushBackend waits for unconfirmed publishes, where the backend can.
+func flushBackend(ctx context.Context, b serveBackend) error {
+	if f, ok := b.(interface{ Flush(context.Context) error }); ok {
+		return f.Flush(ctx)
+	}
+	return nil
+}
+
+// redactURL drops the password from an address for logs.
+func redactURL(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return u.Redacted()
 }
