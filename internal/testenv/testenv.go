@@ -50,6 +50,11 @@ type Options struct {
 	Proxied bool
 	// NodeName names the node (default "test-node").
 	NodeName string
+	// Backend, when set, is the node's backend instead of a Kafka one on a
+	// kfake broker (for another backend's tests): no broker is started,
+	// Env.Backend stays nil and Env's Kafka helpers do not apply. Stop
+	// calls its Close and Kill its Abort, where it has them.
+	Backend node.Backend
 }
 
 // Env is a running broker, backend, node and client.
@@ -66,6 +71,7 @@ type Env struct {
 	cutter   *cutter          // when Options.Gossip
 	producer *kgo.Client
 	admin    *kadm.Client // for Committed; used from the test goroutine only
+	other    node.Backend // Options.Backend
 	stop     func()
 	stopOnce sync.Once
 	owner    testing.TB // the test that started the env, which owns its clients
@@ -91,7 +97,12 @@ func (e *Env) Kill() {
 		if e.Gossip != nil {
 			e.Gossip.Kill()
 		}
-		e.Backend.Abort()
+		switch b := e.other.(type) {
+		case nil:
+			e.Backend.Abort()
+		case interface{ Abort() }:
+			b.Abort()
+		}
 		e.Server.Kill()
 	})
 }
@@ -104,7 +115,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	var proxy *Proxy
 	broker := o.Cluster
-	if broker == nil {
+	if broker == nil && o.Backend == nil {
 		opts := []kfake.Opt{kfake.NumBrokers(1), kfake.DefaultNumPartitions(o.Partitions)}
 		if o.Proxied {
 			opts = append(opts, kfake.ListenFn(proxiedListen(t, &proxy)))
@@ -119,18 +130,22 @@ func Start(t testing.TB, o Options) *Env {
 		t.Cleanup(broker.Close)
 	}
 	var err error
-	e := &Env{owner: t, Proxy: proxy, Cluster: broker, Brokers: broker.ListenAddrs(), Registry: prometheus.NewRegistry()}
-
+	e := &Env{owner: t, Proxy: proxy, Cluster: broker, Registry: prometheus.NewRegistry(), other: o.Backend}
 	log := testLogger(o.NodeName)
-	kcfg := kafka.DefaultConfig(e.Brokers...)
-	kcfg.Logger = log
-	kcfg.Registerer = e.Registry
-	if o.Kafka != nil {
-		o.Kafka(&kcfg)
+	if broker != nil {
+		e.Brokers = broker.ListenAddrs()
 	}
-	e.Backend, err = kafka.New(kcfg)
-	if err != nil {
-		t.Fatalf("kafka backend: %v", err)
+	if o.Backend == nil {
+		kcfg := kafka.DefaultConfig(e.Brokers...)
+		kcfg.Logger = log
+		kcfg.Registerer = e.Registry
+		if o.Kafka != nil {
+			o.Kafka(&kcfg)
+		}
+		e.Backend, err = kafka.New(kcfg)
+		if err != nil {
+			t.Fatalf("kafka backend: %v", err)
+		}
 	}
 
 	ncfg := node.DefaultConfig()
@@ -142,6 +157,9 @@ func Start(t testing.TB, o Options) *Env {
 		o.Node(&ncfg)
 	}
 	var backend node.Backend = e.Backend
+	if o.Backend != nil {
+		backend = o.Backend
+	}
 	if o.WrapBackend != nil {
 		backend = o.WrapBackend(backend)
 	}
@@ -183,7 +201,12 @@ func Start(t testing.TB, o Options) *Env {
 		if err := <-served; err != nil {
 			t.Errorf("serve: %v", err)
 		}
-		e.Backend.Close()
+		switch b := e.other.(type) {
+		case nil:
+			e.Backend.Close()
+		case interface{ Close() }:
+			b.Close()
+		}
 	}
 	t.Cleanup(e.Stop)
 	e.Client, err = client.Dial(e.Addr)
