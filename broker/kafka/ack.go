@@ -18,7 +18,7 @@ func (c *consumer) Ack(ids ...string) {
 			continue
 		}
 		ps := c.parts[tp{p.topic, p.partition}]
-		if ps == nil || ps.tr == nil || !ps.tr.ack(p.offset) {
+		if ps == nil || ps.tr == nil || !ps.tr.Ack(p.offset) {
 			continue
 		}
 		ps.seq++
@@ -29,7 +29,7 @@ func (c *consumer) Ack(ids ...string) {
 		// A paused partition resumes only after a save: save as soon as
 		// acks have drained it to half, not at the next tick.
 		if ps.phase == phasePaused {
-			if o, _ := ps.tr.commitPoint(); ps.tr.next-o <= int64(c.b.cfg.MaxBufferedPerShard/2) {
+			if o, _ := ps.tr.SavePoint(); ps.tr.Next()-o <= int64(c.b.cfg.MaxBufferedPerShard/2) {
 				commit = true
 			}
 		}
@@ -49,7 +49,7 @@ func (c *consumer) Delivered(ids ...string) {
 		if err != nil {
 			continue
 		}
-		if ps := c.parts[tp{p.topic, p.partition}]; ps != nil && ps.tr != nil && ps.tr.delivered(p.offset) {
+		if ps := c.parts[tp{p.topic, p.partition}]; ps != nil && ps.tr != nil && ps.tr.Delivered(p.offset) {
 			ps.seq++
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 var (
@@ -133,10 +134,10 @@ const (
 
 type partState struct {
 	phase   partPhase
-	tr      *tracker // nil while loading
-	fence   *fence   // this reader's hold on the partition's saves; nil while loading
-	topicID [16]byte // the topic's id when loaded: another id means it was recreated
-	unsaved bool     // the position was chosen here and is not saved yet
+	tr      *cursor.Tracker // nil while loading
+	fence   *fence          // this reader's hold on the partition's saves; nil while loading
+	topicID [16]byte        // the topic's id when loaded: another id means it was recreated
+	unsaved bool            // the position was chosen here and is not saved yet
 	retryAt time.Time
 	fails   int  // consecutive fetch or load failures, for backoff
 	release bool // Release asked for it: save it and forget it

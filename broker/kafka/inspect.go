@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 var _ broker.Inspector = (*Broker)(nil)
@@ -111,8 +112,8 @@ func (b *Broker) Inspect(ctx context.Context, subscription string, topics []stri
 	}
 	var after kadm.ListedOffsets // the first offsets after the creation
 	o := originOfSaved(have)
-	if !o.earliest && o.createdMs > 0 && slices.ContainsFunc(out, func(p broker.ShardProgress) bool { return !p.Saved }) {
-		if after, err = adm.ListOffsetsAfterMilli(ctx, o.createdMs, live...); err != nil && len(after) == 0 {
+	if !o.Earliest && o.CreatedMs > 0 && slices.ContainsFunc(out, func(p broker.ShardProgress) bool { return !p.Saved }) {
+		if after, err = adm.ListOffsetsAfterMilli(ctx, o.CreatedMs, live...); err != nil && len(after) == 0 {
 			return nil, translate(err)
 		}
 	}
@@ -146,7 +147,7 @@ func (b *Broker) Inspect(ctx context.Context, subscription string, topics []stri
 func savedBacklog(s saved, logStart, end int64) int64 {
 	from := max(s.at, logStart)
 	n := end - from
-	for _, o := range s.meta.acked {
+	for _, o := range s.meta.Acked {
 		if o >= from && o < end {
 			n--
 		}
@@ -156,10 +157,10 @@ func savedBacklog(s saved, logStart, end int64) int64 {
 
 // originOfSaved is the subscription's origin as its saved positions tell
 // (the earliest creation among them); zero when none tells.
-func originOfSaved(have map[tp]saved) origin {
-	var o origin
+func originOfSaved(have map[tp]saved) cursor.Origin {
+	var o cursor.Origin
 	for _, s := range have {
-		if c := s.meta.origin; c.createdMs > 0 && (o.createdMs == 0 || c.createdMs < o.createdMs) {
+		if c := s.meta.Origin; c.CreatedMs > 0 && (o.CreatedMs == 0 || c.CreatedMs < o.CreatedMs) {
 			o = c
 		}
 	}
@@ -168,7 +169,7 @@ func originOfSaved(have map[tp]saved) origin {
 
 // Unsaved implements broker.Inspector: the acks each of this backend's
 // consumers of the subscription applied since its last successful save of
-// the partition (tracker.acks).
+// the partition (cursor.Tracker.Acks).
 func (b *Broker) Unsaved(subscription string) map[broker.ShardID]int64 {
 	// Copy the consumers first: no consumer lock is taken under b.mu.
 	b.mu.Lock()
@@ -183,8 +184,8 @@ func (b *Broker) Unsaved(subscription string) map[broker.ShardID]int64 {
 	for _, c := range cs {
 		c.mu.Lock()
 		for k, ps := range c.parts {
-			if ps.tr != nil && ps.tr.acks > 0 {
-				out[k.shard()] += int64(ps.tr.acks)
+			if ps.tr != nil && ps.tr.Acks() > 0 {
+				out[k.shard()] += int64(ps.tr.Acks())
 			}
 		}
 		c.mu.Unlock()

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/streamgate/streamgate/broker/cursor"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -108,7 +109,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 			}
 			ps.phase = phaseFetching
 			ps.epoch++
-			addOffset(add, k, ps.tr.next)
+			addOffset(add, k, ps.tr.Next())
 		case ps.phase == phaseStopped && ps.tr == nil:
 			ps.phase = phaseLoading
 			load = append(load, k)
@@ -117,11 +118,11 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 			// not acked may have been dropped by the node: fetch again
 			// from the commit point, keeping the acks (in flight ones
 			// too) and delivery counts that the tracker has.
-			ps.tr.rewind()
+			ps.tr.Rewind()
 			ps.release = false
 			ps.phase = phaseFetching
 			ps.epoch++
-			addOffset(add, k, ps.tr.next)
+			addOffset(add, k, ps.tr.Next())
 		}
 	}
 	for _, k := range load {
@@ -211,7 +212,7 @@ func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 			}
 			continue
 		}
-		ps.tr = newTracker(s.at, s.meta)
+		ps.tr = cursor.NewTracker(s.at, s.meta)
 		ps.fence = f
 		ps.topicID = ids[k.topic]
 		ps.fails, ps.retryAt = 0, time.Time{}

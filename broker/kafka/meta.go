@@ -5,19 +5,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"strings"
+
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
-// savedMeta is what a commit's metadata carries beside the committed
-// offset: how the subscription started, the acked offsets above it,
-// ascending, and the delivery counts of un-acked records at or above it,
-// ascending.
-type savedMeta struct {
-	origin   origin
-	acked    []int64
-	attempts []attempts
-}
-
-// Commit metadata, version 2: "sg2:" and base64 of
+// Commit metadata (a cursor.Saved beside the committed offset), version 2:
+// "sg2:" and base64 of
 //
 //	uvarint(creation time in ms << 1 | 1 if earliest),
 //	uvarint(number of ack runs), then per run (gap, length) uvarints,
@@ -44,59 +37,59 @@ const (
 
 var errBadMeta = errors.New("malformed commit metadata")
 
-func encodeMeta(committed int64, m savedMeta) string {
-	if len(m.acked) == 0 && len(m.attempts) == 0 && m.origin == (origin{}) {
+func encodeMeta(committed int64, m cursor.Saved) string {
+	if len(m.Acked) == 0 && len(m.Attempts) == 0 && m.Origin == (cursor.Origin{}) {
 		return ""
 	}
-	head := uint64(m.origin.createdMs) << 1
-	if m.origin.earliest {
+	head := uint64(m.Origin.CreatedMs) << 1
+	if m.Origin.Earliest {
 		head |= 1
 	}
 	budget := base64.RawStdEncoding.DecodedLen(maxMetaBytes-len(metaPrefix)) - 2*binary.MaxVarintLen64
 	var acks []byte
 	runs := 0
 	prev := committed
-	for i := 0; i < len(m.acked); {
+	for i := 0; i < len(m.Acked); {
 		j := i + 1
-		for j < len(m.acked) && m.acked[j] == m.acked[j-1]+1 {
+		for j < len(m.Acked) && m.Acked[j] == m.Acked[j-1]+1 {
 			j++
 		}
 		n := len(acks)
-		acks = binary.AppendUvarint(acks, uint64(m.acked[i]-prev))
+		acks = binary.AppendUvarint(acks, uint64(m.Acked[i]-prev))
 		acks = binary.AppendUvarint(acks, uint64(j-i))
 		if len(acks) > budget {
 			acks = acks[:n]
 			break
 		}
 		runs++
-		prev = m.acked[j-1] + 1
+		prev = m.Acked[j-1] + 1
 		i = j
 	}
 	buf := binary.AppendUvarint(nil, head)
 	buf = binary.AppendUvarint(buf, uint64(runs))
 	buf = append(buf, acks...)
 	prev = committed
-	for i := 0; i < len(m.attempts); {
+	for i := 0; i < len(m.Attempts); {
 		j := i + 1
-		for j < len(m.attempts) && m.attempts[j].offset == m.attempts[j-1].offset+1 && m.attempts[j].n == m.attempts[i].n {
+		for j < len(m.Attempts) && m.Attempts[j].Pos == m.Attempts[j-1].Pos+1 && m.Attempts[j].N == m.Attempts[i].N {
 			j++
 		}
 		n := len(buf)
-		buf = binary.AppendUvarint(buf, uint64(m.attempts[i].offset-prev))
+		buf = binary.AppendUvarint(buf, uint64(m.Attempts[i].Pos-prev))
 		buf = binary.AppendUvarint(buf, uint64(j-i))
-		buf = binary.AppendUvarint(buf, uint64(m.attempts[i].n))
+		buf = binary.AppendUvarint(buf, uint64(m.Attempts[i].N))
 		if len(buf) > budget+2*binary.MaxVarintLen64 {
 			buf = buf[:n]
 			break
 		}
-		prev = m.attempts[j-1].offset + 1
+		prev = m.Attempts[j-1].Pos + 1
 		i = j
 	}
 	return metaPrefix + base64.RawStdEncoding.EncodeToString(buf)
 }
 
-func decodeMeta(committed int64, meta string) (savedMeta, error) {
-	var m savedMeta
+func decodeMeta(committed int64, meta string) (cursor.Saved, error) {
+	var m cursor.Saved
 	if meta == "" {
 		return m, nil
 	}
@@ -127,26 +120,26 @@ func decodeMeta(committed int64, meta string) (savedMeta, error) {
 		if !ok1 || !ok || head>>1 > 1<<50 {
 			return m, errBadMeta
 		}
-		m.origin = origin{createdMs: int64(head >> 1), earliest: head&1 == 1}
+		m.Origin = cursor.Origin{CreatedMs: int64(head >> 1), Earliest: head&1 == 1}
 	}
 	prev := committed
 	for ; runs > 0 && len(buf) > 0; runs-- {
 		gap, ok1 := next()
 		run, ok2 := next()
 		if !ok1 || !ok2 || run == 0 || run > 1<<20 || gap > 1<<40 {
-			return savedMeta{}, errBadMeta
+			return cursor.Saved{}, errBadMeta
 		}
-		if len(m.acked)+int(run) > maxMetaRecords {
-			return savedMeta{}, errBadMeta
+		if len(m.Acked)+int(run) > maxMetaRecords {
+			return cursor.Saved{}, errBadMeta
 		}
 		start := prev + int64(gap)
 		for k := range int64(run) {
-			m.acked = append(m.acked, start+k)
+			m.Acked = append(m.Acked, start+k)
 		}
 		prev = start + int64(run)
 	}
 	if !v1 && runs > 0 {
-		return savedMeta{}, errBadMeta
+		return cursor.Saved{}, errBadMeta
 	}
 	prev = committed
 	for len(buf) > 0 {
@@ -154,14 +147,14 @@ func decodeMeta(committed int64, meta string) (savedMeta, error) {
 		run, ok2 := next()
 		count, ok3 := next()
 		if !ok1 || !ok2 || !ok3 || run == 0 || run > 1<<20 || gap > 1<<40 || count == 0 || count > 1<<16-1 {
-			return savedMeta{}, errBadMeta
+			return cursor.Saved{}, errBadMeta
 		}
-		if len(m.attempts)+int(run) > maxMetaRecords {
-			return savedMeta{}, errBadMeta
+		if len(m.Attempts)+int(run) > maxMetaRecords {
+			return cursor.Saved{}, errBadMeta
 		}
 		start := prev + int64(gap)
 		for k := range int64(run) {
-			m.attempts = append(m.attempts, attempts{offset: start + k, n: uint16(count)})
+			m.Attempts = append(m.Attempts, cursor.Attempts{Pos: start + k, N: uint16(count)})
 		}
 		prev = start + int64(run)
 	}
@@ -185,9 +178,9 @@ func ParseSavedPosition(offset int64, metadata string) (SavedPosition, error) {
 	if err != nil {
 		return SavedPosition{Offset: offset}, err
 	}
-	p := SavedPosition{Offset: offset, Acked: m.acked, Attempts: map[int64]uint32{}}
-	for _, a := range m.attempts {
-		p.Attempts[a.offset] = uint32(a.n)
+	p := SavedPosition{Offset: offset, Acked: m.Acked, Attempts: map[int64]uint32{}}
+	for _, a := range m.Attempts {
+		p.Attempts[a.Pos] = uint32(a.N)
 	}
 	return p, nil
 }

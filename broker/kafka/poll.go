@@ -69,7 +69,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		k := tp{r.Topic, r.Partition}
 		ps := c.parts[k]
 		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
-			return // stopped or failed since: fetched again from tr.next when wanted
+			return // stopped or failed since: fetched again from tr.Next() when wanted
 		}
 		if ps.epoch != epochs[k] {
 			// Restarted while this poll ran: the record may be from before
@@ -80,13 +80,13 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		if _, cut := truncated[k]; cut {
 			return // fetched again after the truncation below
 		}
-		if over[k] || ps.tr.uncommitted() >= int64(c.b.cfg.MaxBufferedPerShard) {
+		if over[k] || ps.tr.Full(c.b.cfg.MaxBufferedPerShard) {
 			// The shard holds its limit: drop the rest of this fetch and
-			// read it again from tr.next once saves have drained it.
+			// read it again from tr.Next() once saves have drained it.
 			over[k] = true
 			return
 		}
-		if deliver, prior := ps.tr.fetched(r.Offset); deliver {
+		if deliver, prior := ps.tr.Fetched(r.Offset); deliver {
 			out = append(out, toDelivery(r, prior))
 		}
 		ps.fails = 0
@@ -96,7 +96,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
 			continue
 		}
-		ps.tr.truncate(at)
+		ps.tr.Truncate(at)
 		ps.unsaved = true // the saved position may lie past the new log end
 		ps.seq++
 		restart[k] = true
@@ -104,7 +104,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		c.log.Warn("the log was truncated under the subscription; reading again", "topic", k.topic, "partition", k.partition, "at", at)
 	}
 	for k := range over {
-		// Fetched again from tr.next, and paused below (it holds its
+		// Fetched again from tr.Next(), and paused below (it holds its
 		// limit) until a save drains it.
 		restart[k] = true
 	}
@@ -114,7 +114,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		for k := range restart {
 			ps := c.parts[k]
 			rm[k.topic] = append(rm[k.topic], k.partition)
-			addOffset(add, k, ps.tr.next)
+			addOffset(add, k, ps.tr.Next())
 			ps.phase = phaseFetching
 			ps.epoch++
 		}
@@ -122,7 +122,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		c.cl.AddConsumePartitions(add)
 	}
 	for k, ps := range c.parts {
-		if ps.phase == phaseFetching && ps.tr.uncommitted() >= int64(c.b.cfg.MaxBufferedPerShard) {
+		if ps.phase == phaseFetching && ps.tr.Full(c.b.cfg.MaxBufferedPerShard) {
 			ps.phase = phasePaused
 			pause[k.topic] = append(pause[k.topic], k.partition)
 		}

@@ -15,10 +15,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // A partition's saved position is its committed offset in the group
-// GroupPrefix+subscription, with savedMeta in the commit metadata. This
+// GroupPrefix+subscription, with cursor.Saved in the commit metadata. This
 // file reads them, and chooses and saves the start of partitions that have
 // none, for Prepare (before a subscriber's open is answered) and for a
 // consumer that starts reading a partition.
@@ -26,18 +27,7 @@ import (
 // saved is one partition's saved position.
 type saved struct {
 	at   int64
-	meta savedMeta
-}
-
-// origin is how a subscription started: when it was created and whether
-// it reads from the earliest message. Every save carries it, so that a
-// partition without a position (added to the topic later, or left
-// unsaved by a Prepare that failed half-way) starts where the subscription
-// did: at the log start for earliest, else at the first record published
-// after the creation.
-type origin struct {
-	createdMs int64 // 0: unknown (a position saved before origins were kept)
-	earliest  bool
+	meta cursor.Saved
 }
 
 // maxParallelRequests bounds the requests one settle has in flight.
@@ -84,40 +74,40 @@ func topicsOf(parts []tp) []string {
 
 // originOf is the subscription's origin as its saved positions tell, or a
 // new one (created now, as spec asks) when none tells.
-func originOf(have map[tp]saved, spec broker.SubscriptionSpec) origin {
-	var o origin
+func originOf(have map[tp]saved, spec broker.SubscriptionSpec) cursor.Origin {
+	var o cursor.Origin
 	for _, s := range have {
-		if c := s.meta.origin; c.createdMs > 0 && (o.createdMs == 0 || c.createdMs < o.createdMs) {
+		if c := s.meta.Origin; c.CreatedMs > 0 && (o.CreatedMs == 0 || c.CreatedMs < o.CreatedMs) {
 			o = c
 		}
 	}
-	if o.createdMs == 0 && len(have) > 0 {
+	if o.CreatedMs == 0 && len(have) > 0 {
 		// Saved before origins were kept: the subscription exists, but when
 		// it started is unknown. Its spec's start is all there is to go by.
-		return origin{earliest: spec.Start == broker.StartEarliest}
+		return cursor.Origin{Earliest: spec.Start == broker.StartEarliest}
 	}
-	if o.createdMs == 0 {
-		o = origin{createdMs: time.Now().UnixMilli(), earliest: spec.Start == broker.StartEarliest}
+	if o.CreatedMs == 0 {
+		o = cursor.Origin{CreatedMs: time.Now().UnixMilli(), Earliest: spec.Start == broker.StartEarliest}
 	}
 	return o
 }
 
 // chooseStarts picks the start of each of parts, which have no position.
-func chooseStarts(ctx context.Context, adm *kadm.Client, parts []tp, o origin, fresh bool) (map[tp]int64, error) {
+func chooseStarts(ctx context.Context, adm *kadm.Client, parts []tp, o cursor.Origin, fresh bool) (map[tp]int64, error) {
 	topics := topicsOf(parts)
 	var listed kadm.ListedOffsets
 	var err error
 	switch {
-	case o.earliest:
+	case o.Earliest:
 		listed, err = adm.ListStartOffsets(ctx, topics...)
-	case fresh || o.createdMs == 0:
+	case fresh || o.CreatedMs == 0:
 		// A new subscription: from now on. The end is read after the
 		// caller took the fences, so a message published after the
 		// subscriber's open was answered lands at or after it.
 		listed, err = adm.ListEndOffsets(ctx, topics...)
 	default:
 		// An existing subscription: from its creation on.
-		listed, err = adm.ListOffsetsAfterMilli(ctx, o.createdMs, topics...)
+		listed, err = adm.ListOffsetsAfterMilli(ctx, o.CreatedMs, topics...)
 	}
 	if err == nil {
 		err = listed.Error()
@@ -165,7 +155,7 @@ func settle(ctx context.Context, cl *kgo.Client, group string, spec broker.Subsc
 		if !ok {
 			return // the broker did not say; the caller tries again
 		}
-		meta := savedMeta{origin: o}
+		meta := cursor.Saved{Origin: o}
 		err := fencedCommit(ctx, cl, group, fences[k], k, at, encodeMeta(at, meta))
 		mu.Lock()
 		defer mu.Unlock()

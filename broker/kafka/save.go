@@ -59,7 +59,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		if (req.only != nil && !req.only[k]) || ps.tr == nil || ps.fence == nil {
 			continue
 		}
-		if !req.force && !ps.unsaved && !ps.tr.dirty() && !ps.release && !refresh {
+		if !req.force && !ps.unsaved && !ps.tr.Dirty() && !ps.release && !refresh {
 			continue
 		}
 		if ps.saving {
@@ -67,8 +67,8 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 			continue
 		}
 		ps.saving = true
-		at, meta := ps.tr.saved()
-		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.acks, counted: ps.tr.counted, seq: ps.seq, release: ps.release})
+		at, meta := ps.tr.ToSave()
+		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release})
 	}
 	c.mu.Unlock()
 	if len(jobs) == 0 {
@@ -116,14 +116,14 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 			continue
 		}
 		savedParts = append(savedParts, j.k)
-		ps.tr.committedAt(j.at, j.acks, j.counted)
+		ps.tr.SavedAt(j.at, j.acks, j.counted)
 		ps.unsaved = false
 		total += j.acks
 		if ps.phase == phaseStopped && ps.release && ps.seq == j.seq {
 			delete(c.parts, j.k) // every ack applied before Release is in this save
 			continue
 		}
-		if ps.phase == phasePaused && ps.tr.uncommitted() <= int64(c.b.cfg.MaxBufferedPerShard/2) {
+		if ps.phase == phasePaused && ps.tr.Drained(c.b.cfg.MaxBufferedPerShard) {
 			ps.phase = phaseFetching
 			resume[j.k.topic] = append(resume[j.k.topic], j.k.partition)
 		}

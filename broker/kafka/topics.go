@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // checkTopics notices topics deleted, or deleted and created again, under
@@ -95,7 +96,7 @@ func (c *consumer) checkTopicID(ctx context.Context, topic string, id [16]byte, 
 			c.eventLocked(k, broker.ShardLost, fmt.Sprintf("topic %q was created again without this shard", topic))
 			continue
 		}
-		ps.tr = newTracker(start.Offset, savedMeta{origin: ps.tr.origin})
+		ps.tr = cursor.NewTracker(start.Offset, cursor.Saved{Origin: ps.tr.Origin()})
 		ps.topicID = id
 		ps.unsaved = true // the saved position belongs to the old log
 		ps.seq++
