@@ -8,8 +8,6 @@ import (
 
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/amqp"
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
-
-	"github.com/streamgate/streamgate/broker"
 )
 
 // manage owns the consumer's slow work until ctx ends: loading shards,
@@ -132,7 +130,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 		signal(c.kick) // subscribe what was loaded
 	}
 	for _, s := range subs {
-		if t := c.subscribe(s.k, s.gen, s.spec); !t.IsZero() {
+		if t := c.subscribe(ctx, s.k, s.gen, s.spec); !t.IsZero() {
 			later(t)
 		}
 	}
@@ -153,7 +151,9 @@ func (c *consumer) offsetSpecLocked(ps *shardState) stream.OffsetSpecification {
 }
 
 // subscribe opens the stream subscription of one shard's generation gen.
-func (c *consumer) subscribe(k posKey, gen uint64, spec stream.OffsetSpecification) time.Time {
+// Its close watcher ends with ctx (Close cancels it), so that Close never
+// waits on a close notification the client may not send.
+func (c *consumer) subscribe(ctx context.Context, k posKey, gen uint64, spec stream.OffsetSpecification) time.Time {
 	handler := func(cc stream.ConsumerContext, m *amqp.Message) {
 		c.handle(k, gen, cc.Consumer.GetOffset(), m)
 	}
@@ -163,6 +163,16 @@ func (c *consumer) subscribe(k posKey, gen uint64, spec stream.OffsetSpecificati
 		SetCRCCheck(false).
 		SetInitialCredits(2). // chunks in flight per shard, besides MaxBufferedPerShard
 		SetClientProvidedName("streamgate-"+c.spec.Name))
+	retry, keep := c.adopt(ctx, k, gen, sc, err)
+	if err == nil && !keep {
+		_ = sc.Close() // stale, or the consumer is closing: Close has collected what to close already
+	}
+	return retry
+}
+
+// adopt takes a new subscription as the shard's, or says it is not wanted
+// (another generation now, or the consumer is closed).
+func (c *consumer) adopt(ctx context.Context, k posKey, gen uint64, sc *stream.Consumer, err error) (time.Time, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ps := c.parts[k]
@@ -171,7 +181,7 @@ func (c *consumer) subscribe(k posKey, gen uint64, spec stream.OffsetSpecificati
 	}
 	if err != nil {
 		if ps == nil || ps.gen != gen {
-			return time.Time{}
+			return time.Time{}, false
 		}
 		ps.phase = phaseFailed
 		ps.gen++
@@ -179,19 +189,24 @@ func (c *consumer) subscribe(k posKey, gen uint64, spec stream.OffsetSpecificati
 		ps.retryAt = time.Now().Add(backoff(ps.fails))
 		c.lastErr = translate(fmt.Errorf("subscribing to %s: %w", streamName(shardOf(k)), err))
 		c.log.Warn("subscribing failed; retrying", "stream", streamName(shardOf(k)), "err", err)
-		return ps.retryAt
+		return ps.retryAt, false
 	}
-	if ps == nil || ps.gen != gen || ps.phase != phaseFetching {
-		c.orphans = append(c.orphans, sc)
+	if c.closed || ps == nil || ps.gen != gen || ps.phase != phaseFetching {
 		signal(c.kick)
-		return time.Time{}
+		return time.Time{}, false
 	}
 	ps.sc, ps.scGen, ps.fails = sc, gen, 0
 	closed := sc.NotifyClose()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		ev := <-closed
+		var ev stream.Event
+		select {
+		case ev = <-closed:
+		case <-ctx.Done():
+			_ = sc.Close() // Close closes it too: whichever is first
+			return
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		ps := c.parts[k]
@@ -207,7 +222,7 @@ func (c *consumer) subscribe(k posKey, gen uint64, spec stream.OffsetSpecificati
 		c.log.Warn("stream subscription lost; subscribing again after backoff", "stream", streamName(shardOf(k)), "reason", ev.Reason)
 		signal(c.kick)
 	}()
-	return time.Time{}
+	return time.Time{}, true
 }
 
 // load claims the fence of each shard and reads the position as of the
@@ -283,262 +298,19 @@ func (c *consumer) load(ctx context.Context, keys []posKey) time.Time {
 	return retry
 }
 
-// saveReq says which shards a save covers.
-type saveReq struct {
-	only  map[posKey]bool // nil: every shard with something to save
-	force bool            // save even unchanged positions (to test the fence)
+// signal wakes a capacity-1 channel's reader without blocking.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
 }
 
-// save writes the position of every shard the request covers that changed,
-// under its claim. It returns the shards saved and those another reader
-// claimed (forgotten now; ShardLost reported unless forced or released).
-func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey, err error) {
-	if c.b.aborted.Load() {
-		return nil, nil, errAborted
+// backoff grows from 100ms to 5s.
+func backoff(attempt int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < attempt && d < 5*time.Second; i++ {
+		d *= 2
 	}
-	if c.spec.Standing != nil && !c.spec.Standing() {
-		return nil, nil, errNotStanding
-	}
-	type job struct {
-		k       posKey
-		holder  string
-		at      int64
-		acks    int
-		seq     uint64
-		release bool
-	}
-	var jobs []job
-	var recs []record
-	skipped := false
-	c.mu.Lock()
-	for k, ps := range c.parts {
-		if ps.tr == nil || (req.only != nil && !req.only[k]) {
-			continue
-		}
-		if !req.force && !ps.unsaved && !ps.tr.dirty() && !ps.release && ps.seq == ps.savedSeq {
-			continue
-		}
-		if ps.saving {
-			skipped = true
-			continue
-		}
-		ps.saving = true
-		ps.n++
-		pos := startOf(ps.origin)
-		at := int64(-1)
-		if ps.resolved {
-			var meta savedMeta
-			at, meta = ps.tr.saved()
-			pos = position{next: at, meta: meta}
-		}
-		jobs = append(jobs, job{k: k, holder: ps.holder, at: at, acks: ps.tr.acks, seq: ps.seq, release: ps.release})
-		recs = append(recs, record{kind: recSave, key: k, holder: ps.holder, n: ps.n, pos: pos})
-	}
-	c.mu.Unlock()
-	if len(jobs) == 0 {
-		if skipped {
-			return nil, nil, errSaveInFlight
-		}
-		return nil, nil, nil
-	}
-	outs := c.b.store.write(ctx, recs)
-
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	total, failed := 0, skipped
-	for i, j := range jobs {
-		o := outs[i]
-		ps := c.parts[j.k]
-		if ps != nil {
-			ps.saving = false
-		}
-		if ps == nil || ps.holder != j.holder {
-			continue
-		}
-		switch {
-		case o.err != nil:
-			failed = true
-			if err == nil {
-				err = fmt.Errorf("saving %s of %q: %w", streamName(shardOf(j.k)), c.spec.Name, o.err)
-			}
-			continue
-		case !o.valid && o.state.holder != j.holder:
-			lost = append(lost, j.k)
-			c.forgetLocked(j.k)
-			if !req.force && !j.release {
-				c.eventLocked(j.k, broker.ShardLost, "another node reads this shard now")
-			}
-			c.log.Warn("another reader has taken the shard; forgetting it", "stream", streamName(shardOf(j.k)))
-			continue
-		case !o.valid:
-			failed = true // superseded by a save of ours from before: save again
-			ps.n = max(ps.n, o.state.n)
-			continue
-		}
-		saved = append(saved, j.k)
-		if j.at >= 0 {
-			ps.tr.committedAt(j.at, j.acks)
-		}
-		ps.unsaved = false
-		ps.savedSeq = j.seq
-		total += j.acks
-		if ps.phase == phaseStopped && ps.release && ps.seq == j.seq {
-			delete(c.parts, j.k)
-			continue
-		}
-		if ps.phase == phasePaused && ps.tr.uncommitted() <= int64(c.b.cfg.MaxBufferedPerShard/2) {
-			ps.phase = phaseFetching
-			ps.gen++
-			signal(c.kick)
-		}
-	}
-	_ = failed
-	c.acks = max(c.acks-total, 0)
-	return saved, lost, err
-}
-
-// Release implements broker.Consumer.
-func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
-	only := map[posKey]bool{}
-	c.mu.Lock()
-	for _, s := range shards {
-		k := c.key(s)
-		ps := c.parts[k]
-		switch {
-		case ps == nil:
-		case c.want[k] || ps.phase != phaseStopped:
-			c.mu.Unlock()
-			return fmt.Errorf("rabbitmq: release %s: it is assigned", streamName(s))
-		case ps.tr == nil:
-			delete(c.parts, k)
-		default:
-			ps.release = true
-			only[k] = true
-		}
-	}
-	c.mu.Unlock()
-	for attempt := 1; len(only) > 0; attempt++ {
-		_, _, err := c.save(ctx, saveReq{only: only})
-		c.mu.Lock()
-		for k := range only {
-			if ps := c.parts[k]; ps == nil || !ps.release {
-				delete(only, k)
-			}
-		}
-		c.mu.Unlock()
-		if len(only) == 0 {
-			return nil
-		}
-		if err == nil {
-			continue
-		}
-		wait := backoff(attempt)
-		if errors.Is(err, errSaveInFlight) {
-			wait, attempt = 5*time.Millisecond, attempt-1
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rabbitmq: release: %w", err)
-		case <-time.After(wait):
-		}
-	}
-	return nil
-}
-
-// Confirm implements broker.Consumer.
-func (c *consumer) Confirm(ctx context.Context, shards []broker.ShardID) ([]broker.ShardID, error) {
-	only := map[posKey]bool{}
-	c.mu.Lock()
-	for _, s := range shards {
-		k := c.key(s)
-		switch ps := c.parts[k]; {
-		case ps == nil:
-		case ps.tr == nil:
-			ps.reload = ps.loading
-		default:
-			only[k] = true
-		}
-	}
-	c.mu.Unlock()
-	var lost []broker.ShardID
-	for attempt := 1; len(only) > 0; attempt++ {
-		done, gone, err := c.save(ctx, saveReq{only: only, force: true})
-		for _, k := range done {
-			delete(only, k)
-		}
-		for _, k := range gone {
-			delete(only, k)
-			lost = append(lost, shardOf(k))
-		}
-		c.mu.Lock()
-		for k := range only {
-			if c.parts[k] == nil {
-				delete(only, k)
-			}
-		}
-		c.mu.Unlock()
-		if len(only) == 0 {
-			break
-		}
-		wait := backoff(attempt)
-		if errors.Is(err, errSaveInFlight) {
-			wait, attempt = 5*time.Millisecond, attempt-1
-		}
-		select {
-		case <-ctx.Done():
-			return lost, fmt.Errorf("rabbitmq: confirm: %w", errors.Join(err, ctx.Err()))
-		case <-time.After(wait):
-		}
-	}
-	return lost, nil
-}
-
-// Close implements broker.Consumer.
-func (c *consumer) Close(ctx context.Context) error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil
-	}
-	c.closed = true
-	c.mu.Unlock()
-	c.cancel()
-	defer func() {
-		c.mu.Lock()
-		var scs []*stream.Consumer
-		for _, ps := range c.parts {
-			if ps.sc != nil {
-				scs = append(scs, ps.sc)
-				ps.sc = nil
-			}
-			ps.gen++
-		}
-		scs = append(scs, c.orphans...)
-		c.orphans = nil
-		c.mu.Unlock()
-		for _, sc := range scs {
-			_ = sc.Close()
-		}
-		c.wg.Wait()
-		c.b.mu.Lock()
-		delete(c.b.consumers, c)
-		c.b.mu.Unlock()
-	}()
-	for {
-		_, _, err := c.save(ctx, saveReq{})
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, errNotStanding):
-			c.log.Warn("closing without a final save", "err", err)
-			return nil
-		case errors.Is(err, errAborted):
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rabbitmq: final save of %q: %w", c.spec.Name, err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return min(d, 5*time.Second)
 }
