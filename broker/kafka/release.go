@@ -11,9 +11,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // Release implements broker.Consumer.
@@ -36,7 +36,12 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 		}
 	}
 	c.mu.Unlock()
-	for attempt := 1; len(only) > 0; attempt++ {
+	if len(only) == 0 {
+		return nil
+	}
+	// A nil error with shards left means acks arrived after the save's
+	// snapshot: Retry saves again at once.
+	err := cursor.Retry(ctx, func() (bool, error) {
 		_, _, err := c.save(ctx, saveReq{only: only})
 		c.mu.Lock()
 		for k := range only {
@@ -45,21 +50,10 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 			}
 		}
 		c.mu.Unlock()
-		if len(only) == 0 {
-			return nil
-		}
-		if err == nil {
-			continue // acks arrived after the snapshot: save again
-		}
-		wait := backoff(attempt)
-		if errors.Is(err, errSaveInFlight) {
-			wait, attempt = 5*time.Millisecond, attempt-1 // another call is saving them
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kafka: release: %w", err)
-		case <-time.After(wait):
-		}
+		return len(only) == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("kafka: release: %w", err)
 	}
 	return nil
 }
@@ -80,7 +74,10 @@ func (c *consumer) Confirm(ctx context.Context, shards []broker.ShardID) ([]brok
 	}
 	c.mu.Unlock()
 	var lost []broker.ShardID
-	for attempt := 1; len(only) > 0; attempt++ {
+	if len(only) == 0 {
+		return nil, nil
+	}
+	err := cursor.Retry(ctx, func() (bool, error) {
 		done, gone, err := c.save(ctx, saveReq{only: only, force: true})
 		for _, k := range done {
 			delete(only, k)
@@ -96,18 +93,13 @@ func (c *consumer) Confirm(ctx context.Context, shards []broker.ShardID) ([]brok
 			}
 		}
 		c.mu.Unlock()
-		if len(only) == 0 {
-			break
+		if err == nil && len(only) > 0 {
+			err = errors.New("shards left unsaved") // a forced save covers every shard it can: count it as a failure
 		}
-		wait := backoff(attempt)
-		if errors.Is(err, errSaveInFlight) {
-			wait, attempt = 5*time.Millisecond, attempt-1
-		}
-		select {
-		case <-ctx.Done():
-			return lost, fmt.Errorf("kafka: confirm: %w", errors.Join(err, ctx.Err()))
-		case <-time.After(wait):
-		}
+		return len(only) == 0, err
+	})
+	if err != nil {
+		return lost, fmt.Errorf("kafka: confirm: %w", err)
 	}
 	return lost, nil
 }
@@ -129,25 +121,22 @@ func (c *consumer) Close(ctx context.Context) error {
 		c.b.mu.Unlock()
 		c.cl.Close()
 	}()
-	for {
+	err := cursor.Retry(ctx, func() (bool, error) {
 		if c.b.isAborted() {
-			return nil
+			return true, nil
 		}
 		_, _, err := c.save(ctx, saveReq{})
-		switch {
-		case err == nil:
-			return nil
-		case errors.Is(err, errNotStanding):
+		if errors.Is(err, errNotStanding) {
 			// Another node may be taking the shards over: what this one
 			// holds in memory may be stale. Whoever reads them next starts
 			// from the last save.
 			c.log.Warn("closing without a final save", "err", err)
-			return nil
+			return true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kafka: final save of %q: %w", c.spec.Name, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("kafka: final save of %q: %w", c.spec.Name, err)
 	}
+	return nil
 }

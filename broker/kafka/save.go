@@ -13,16 +13,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // errNotStanding: the node's standing is in doubt, so nothing is saved.
 var errNotStanding = errors.New("not saving: this node's membership of the cluster is in doubt")
 
 // errSaveInFlight: what was asked is being saved by another call already.
-var errSaveInFlight = errors.New("a save of these positions is in flight")
+var errSaveInFlight = fmt.Errorf("a save of these positions is in flight: %w", cursor.ErrBusy)
 
 // saveReq says which partitions a save covers.
 type saveReq struct {
@@ -138,11 +138,5 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 	return savedParts, lost, err
 }
 
-// backoff grows from 100ms to 5s.
-func backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < attempt && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Second)
-}
+// backoff is the backends' shared retry wait.
+var backoff = cursor.Backoff
