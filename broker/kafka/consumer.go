@@ -153,6 +153,21 @@ type partState struct {
 	seq uint64
 }
 
+// to moves the partition to phase p in a new epoch: whatever a Poll
+// running now fetched of it before is dropped, and fetched again from the
+// tracker's position. Every change of phase goes through to, but pausing
+// and resuming, which keep franz-go's fetch position (pause, resume).
+func (ps *partState) to(p partPhase) {
+	ps.phase = p
+	ps.epoch++
+}
+
+// pause stops fetching at the buffer limit; franz-go keeps its position.
+func (ps *partState) pause() { ps.phase = phasePaused }
+
+// resume fetches a paused partition again from where franz-go stopped.
+func (ps *partState) resume() { ps.phase = phaseFetching }
+
 // consumer implements broker.Consumer.
 //
 // One goroutine (manage, manage.go) loads partitions, re-subscribes failed
@@ -216,8 +231,7 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 		if ps.phase == phaseFetching || ps.phase == phasePaused {
 			remove[k.topic] = append(remove[k.topic], k.partition)
 		}
-		ps.phase = phaseStopped
-		ps.epoch++
+		ps.to(phaseStopped)
 	}
 	if len(remove) > 0 {
 		// Acks for what is in flight still count; Release saves the

@@ -107,11 +107,10 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 				later(ps.retryAt)
 				continue
 			}
-			ps.phase = phaseFetching
-			ps.epoch++
+			ps.to(phaseFetching)
 			addOffset(add, k, ps.tr.Next())
 		case ps.phase == phaseStopped && ps.tr == nil:
-			ps.phase = phaseLoading
+			ps.to(phaseLoading)
 			load = append(load, k)
 		case ps.phase == phaseStopped:
 			// Wanted again before it was released. What was fetched and
@@ -120,8 +119,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 			// too) and delivery counts that the tracker has.
 			ps.tr.Rewind()
 			ps.release = false
-			ps.phase = phaseFetching
-			ps.epoch++
+			ps.to(phaseFetching)
 			addOffset(add, k, ps.tr.Next())
 		}
 	}
@@ -217,11 +215,10 @@ func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 		ps.topicID = ids[k.topic]
 		ps.fails, ps.retryAt = 0, time.Time{}
 		if !c.want[k] {
-			ps.phase = phaseStopped // unassigned while loading
+			ps.to(phaseStopped) // unassigned while loading
 			continue
 		}
-		ps.phase = phaseFetching
-		ps.epoch++
+		ps.to(phaseFetching)
 		addOffset(add, k, s.at)
 	}
 	if err != nil {

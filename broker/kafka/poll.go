@@ -115,15 +115,14 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 			ps := c.parts[k]
 			rm[k.topic] = append(rm[k.topic], k.partition)
 			addOffset(add, k, ps.tr.Next())
-			ps.phase = phaseFetching
-			ps.epoch++
+			ps.to(phaseFetching)
 		}
 		c.removeLocked(rm)
 		c.cl.AddConsumePartitions(add)
 	}
 	for k, ps := range c.parts {
 		if ps.phase == phaseFetching && ps.tr.Full(c.b.cfg.MaxBufferedPerShard) {
-			ps.phase = phasePaused
+			ps.pause()
 			pause[k.topic] = append(pause[k.topic], k.partition)
 		}
 	}
@@ -132,8 +131,7 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
 			continue // stopped or failed already: not fetched, nothing to re-subscribe
 		}
-		ps.phase = phaseFailed
-		ps.epoch++
+		ps.to(phaseFailed)
 		ps.fails++
 		ps.retryAt = now.Add(backoff(ps.fails))
 		remove[k.topic] = append(remove[k.topic], k.partition)

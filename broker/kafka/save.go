@@ -124,7 +124,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 			continue
 		}
 		if ps.phase == phasePaused && ps.tr.Drained(c.b.cfg.MaxBufferedPerShard) {
-			ps.phase = phaseFetching
+			ps.resume()
 			resume[j.k.topic] = append(resume[j.k.topic], j.k.partition)
 		}
 	}

@@ -100,9 +100,10 @@ func (c *consumer) checkTopicID(ctx context.Context, topic string, id [16]byte, 
 		ps.topicID = id
 		ps.unsaved = true // the saved position belongs to the old log
 		ps.seq++
-		ps.epoch++
-		if ps.phase != phaseStopped {
-			ps.phase = phaseFetching
+		if ps.phase == phaseStopped {
+			ps.to(phaseStopped) // a new epoch all the same: nothing fetched before counts
+		} else {
+			ps.to(phaseFetching)
 			addOffset(add, k, start.Offset)
 		}
 		c.eventLocked(k, broker.ShardReset, fmt.Sprintf("topic %q was deleted and created again; reading the new log from its start", topic))
