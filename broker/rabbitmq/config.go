@@ -61,9 +61,10 @@ type Config struct {
 	// reading it back. Default 10s.
 	SaveTimeout time.Duration
 	// ClockSkew is how far the gateway's clock may be ahead of the
-	// server's: a new subscription that starts at the latest message
-	// starts at the first message stamped at or after its creation less
-	// this. Default 1s.
+	// server's: a shard that looks empty when a subscription that starts
+	// at the latest message is prepared (positions.go, starts) starts at
+	// the first message stamped at or after the subscription's creation
+	// less this. Default 1s.
 	ClockSkew time.Duration
 	// StreamMaxAge, when set, is the retention of the streams CreateTopic
 	// declares. Default 0: the server's default (unlimited).

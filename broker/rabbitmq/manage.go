@@ -235,10 +235,25 @@ func (c *consumer) load(ctx context.Context, keys []posKey) time.Time {
 	outs := c.b.store.write(ctx, recs)
 	var starts []record
 	var startKeys []int
+	var missing []posKey
 	for i, o := range outs {
 		if o.err == nil && !o.state.have {
-			starts = append(starts, record{kind: recStart, key: keys[i], pos: startOf(originOf(c.b.store.snapshot(c.spec.Name), c.spec))})
+			missing = append(missing, keys[i])
 			startKeys = append(startKeys, i)
+		}
+	}
+	if len(missing) > 0 {
+		// Not prepared (or its start was lost): chosen as Prepare would.
+		pos, err := c.b.starts(ctx, c.spec, missing)
+		for j, k := range missing {
+			if err != nil {
+				outs[startKeys[j]].err = err
+				continue
+			}
+			starts = append(starts, record{kind: recStart, key: k, pos: pos[j]})
+		}
+		if err != nil {
+			starts, startKeys = nil, nil
 		}
 	}
 	if len(starts) > 0 {

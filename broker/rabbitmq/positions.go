@@ -2,8 +2,13 @@ package rabbitmq
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"sync"
 	"time"
+
+	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/amqp"
+	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
 	"github.com/streamgate/streamgate/broker"
 )
@@ -32,12 +37,6 @@ func startOf(o origin) position { return position{next: -1, meta: savedMeta{orig
 // start record (store.go); the first start in the log wins, so Prepares
 // that run at once agree. No reader is disturbed: a start never applies
 // over a position.
-//
-// A new subscription that starts at the latest message starts at the
-// first message stamped at or after its creation (less ClockSkew): the
-// stream protocol of RabbitMQ 3.10 cannot tell the end offset, and the
-// server stamps each chunk when it writes it, so a message published after
-// Prepare returned is read.
 func (b *Broker) Prepare(ctx context.Context, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
 	keys := make([]posKey, len(shards))
 	for i, s := range shards {
@@ -47,15 +46,22 @@ func (b *Broker) Prepare(ctx context.Context, spec broker.SubscriptionSpec, shar
 	if err != nil {
 		return err
 	}
-	var recs []record
-	o := originOf(b.store.snapshot(spec.Name), spec)
+	var missing []posKey
 	for _, k := range keys {
 		if !have[k].have {
-			recs = append(recs, record{kind: recStart, key: k, pos: startOf(o)})
+			missing = append(missing, k)
 		}
 	}
-	if len(recs) == 0 {
+	if len(missing) == 0 {
 		return nil
+	}
+	starts, err := b.starts(ctx, spec, missing)
+	if err != nil {
+		return fmt.Errorf("choosing the start of subscription %q: %w", spec.Name, err)
+	}
+	recs := make([]record, len(missing))
+	for i, k := range missing {
+		recs[i] = record{kind: recStart, key: k, pos: starts[i]}
 	}
 	for _, out := range b.store.write(ctx, recs) {
 		if out.err != nil {
@@ -63,4 +69,78 @@ func (b *Broker) Prepare(ctx context.Context, spec broker.SubscriptionSpec, shar
 		}
 	}
 	return nil
+}
+
+// starts chooses the start of each of keys, shards of spec without a
+// position. A subscription that starts at the earliest starts unresolved
+// at the first message held. One that starts at the latest starts at the
+// shard's end offset now, which RabbitMQ 3.10 only tells by delivering its
+// last chunk (endOffset); a shard that delivers nothing is empty, or slow
+// to answer, and starts unresolved at the first message stamped at or
+// after now less ClockSkew (exact for an empty shard).
+func (b *Broker) starts(ctx context.Context, spec broker.SubscriptionSpec, keys []posKey) ([]position, error) {
+	o := originOf(b.store.snapshot(spec.Name), spec)
+	out := make([]position, len(keys))
+	for i := range out {
+		out[i] = startOf(o)
+	}
+	if o.earliest {
+		return out, nil
+	}
+	errs := make([]error, len(keys))
+	var wg sync.WaitGroup
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			end, err := b.endOffset(ctx, shardOf(k))
+			if err == nil && end >= 0 {
+				out[i].next = end
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return out, errors.Join(errs...)
+}
+
+// endProbeWait is how long endOffset waits for a shard's last chunk before
+// it takes the shard for empty. The server sends the chunk as soon as the
+// subscription is made, within milliseconds; a wrong guess (a slow server)
+// costs at most ClockSkew of older messages (see starts).
+const endProbeWait = time.Second
+
+// endOffset is the offset after a shard's last message, or -1 when it has
+// none: a short subscription at the last chunk reads its first message's
+// offset and the chunk's entry count. Entries stand in for messages (they
+// differ only for sub-batches, which this backend never writes), so for
+// another client's sub-batched chunk it errs low: a few older messages are
+// delivered, none is missed.
+func (b *Broker) endOffset(ctx context.Context, s broker.ShardID) (int64, error) {
+	got := make(chan int64, 1)
+	sc, err := b.env.NewConsumer(streamName(s), func(cc stream.ConsumerContext, _ *amqp.Message) {
+		select { // runs on the client's dispatch goroutine: never block
+		case got <- cc.Consumer.GetOffset() + int64(cc.GetEntriesCount()):
+		default:
+		}
+	}, stream.NewConsumerOptions().
+		SetOffset(stream.OffsetSpecification{}.Last()).
+		SetManualCommit().
+		SetCRCCheck(false).
+		SetInitialCredits(1).
+		SetClientProvidedName("streamgate-probe"))
+	if err != nil {
+		return -1, translate(fmt.Errorf("reading the end of %s: %w", streamName(s), err))
+	}
+	defer sc.Close()
+	wait := time.NewTimer(endProbeWait)
+	defer wait.Stop()
+	select {
+	case end := <-got:
+		return end, nil
+	case <-wait.C:
+		return -1, nil
+	case <-ctx.Done():
+		return -1, fmt.Errorf("%w: reading the end of %s: %w", broker.ErrUnavailable, streamName(s), ctx.Err())
+	}
 }

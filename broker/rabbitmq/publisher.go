@@ -33,8 +33,9 @@ type Broker struct {
 	aborted atomic.Bool
 	store   *store
 
-	stop context.CancelFunc // ends the goroutines below
-	wg   sync.WaitGroup     // producers' confirmation readers, the store
+	stop      context.CancelFunc // ends the goroutines below
+	wg        sync.WaitGroup     // producers' confirmation readers, the store's watchers
+	storeDone chan struct{}      // closed when the store's goroutine (store.run) returns
 
 	mu        sync.Mutex // guards the fields below
 	producers map[string]*producer
@@ -88,9 +89,9 @@ func New(cfg Config) (*Broker, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.stop = cancel
 	b.store = newStore(b)
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.storeDone = make(chan struct{})
+	go func() { // owned by Close, which waits for storeDone
+		defer close(b.storeDone)
 		b.store.run(ctx)
 	}()
 	return b, nil
@@ -362,6 +363,10 @@ func (b *Broker) Close() {
 	}
 	b.stop()
 	b.store.close()
+	// The client races when the environment closes while a producer or
+	// consumer is being opened on it: let the store's goroutine finish
+	// what it is opening (it closes it again) first.
+	<-b.storeDone
 	_ = b.env.Close()
 	b.wg.Wait()
 }
