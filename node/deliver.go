@@ -17,7 +17,7 @@ import (
 // dispatch hands queued messages to the shards' owners, within their
 // limits; a shard whose messages are in flight with another session waits.
 func (s *subscription) dispatch() {
-	if len(s.sessions) == 0 || s.draining || !s.mayDeliver() {
+	if len(s.sessions) == 0 || s.draining.Load() || !s.mayDeliver() {
 		return
 	}
 	now := time.Now()
@@ -110,7 +110,7 @@ func (s *subscription) ack(sess *session, ids []string) {
 		s.consumer.Ack(acked...)
 		s.metrics.acks.Add(float64(len(acked)))
 	}
-	if s.draining && len(sess.inflight) == 0 {
+	if s.draining.Load() && len(sess.inflight) == 0 {
 		s.end(sess, codes.Unavailable, "node draining, reconnect")
 	}
 }
@@ -130,7 +130,7 @@ func (s *subscription) nack(sess *session, ids []string) {
 		}
 	}
 	s.handBack(sess, back)
-	if s.draining && len(sess.inflight) == 0 {
+	if s.draining.Load() && len(sess.inflight) == 0 {
 		s.end(sess, codes.Unavailable, "node draining, reconnect")
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -93,7 +94,7 @@ type subscription struct {
 	releases     sync.WaitGroup
 	releaseCtx   context.Context // ends with the consumer: releases give up
 	releaseStop  context.CancelFunc
-	draining     bool
+	draining     *atomic.Bool // the server's drain flag (an evDrain follows its setting)
 	consumer     broker.Consumer
 	consumerEvs  <-chan struct{} // the consumer's Events; nil without one
 	poll         chan pollResult
@@ -138,8 +139,9 @@ type shardInfo struct {
 	inFlight int
 }
 
-func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, members Membership, after <-chan struct{}) *subscription {
+func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, members Membership, after <-chan struct{}, draining *atomic.Bool) *subscription {
 	s := &subscription{
+		draining:  draining,
 		name:      name,
 		cfg:       cfg,
 		backend:   backend,
@@ -270,8 +272,7 @@ func (s *subscription) handle(ev event) {
 		s.resolveConflicts()
 		s.recompute()
 		s.disputeClaims()
-	case evDrain:
-		s.draining = true
+	case evDrain: // the flag is set already; this makes the subscription act on it
 		s.recompute() // stops fetching; our subscribers leave the ring
 		for _, sess := range s.sessions {
 			if len(sess.inflight) == 0 {

@@ -26,7 +26,7 @@ import (
 // the holder; another node waits for the claim to go).
 func (s *subscription) recompute() {
 	ids := make([]string, 0, len(s.sessions)+len(s.remote.subs))
-	if !s.draining {
+	if !s.draining.Load() {
 		for id := range s.sessions {
 			ids = append(ids, id)
 		}
@@ -49,7 +49,7 @@ func (s *subscription) recompute() {
 		if s.ownerID[sh] != id {
 			changed++
 		}
-		if sess := s.sessions[id]; sess != nil && !s.draining {
+		if sess := s.sessions[id]; sess != nil && !s.draining.Load() {
 			owner[sh] = sess
 		}
 	}
@@ -115,7 +115,7 @@ func (s *subscription) recompute() {
 // subscription.
 func (s *subscription) publish() {
 	var st cluster.SubscriptionState
-	if !s.draining {
+	if !s.draining.Load() {
 		for _, sess := range s.sessions {
 			st.Subscribers = append(st.Subscribers, cluster.SubscriberInfo{ID: sess.id, Topics: s.topics, OpenedAt: sess.openedAt})
 		}
@@ -141,7 +141,7 @@ type releaseResult struct {
 // maybeRelease saves the position of a claimed shard this node no longer
 // reads and drops the claim, once no message of it is in flight.
 func (s *subscription) maybeRelease(sh broker.ShardID) {
-	if !s.claimed[sh] || s.releasing[sh] || s.owner[sh] != nil && !s.draining {
+	if !s.claimed[sh] || s.releasing[sh] || s.owner[sh] != nil && !s.draining.Load() {
 		return
 	}
 	if q := s.queues[sh]; q != nil && q.held > 0 {

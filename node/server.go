@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,8 +46,10 @@ type Server struct {
 	stopBg  context.CancelFunc
 	bg      sync.WaitGroup // background goroutines: the cluster watcher and the shard refresher
 
-	mu       sync.Mutex // guards draining
-	draining bool
+	// draining is the node's one drain flag: readiness reads it, the
+	// subscribe service refuses new streams by it, and every subscription
+	// stops fetching and ends its streams by it.
+	draining atomic.Bool
 }
 
 // Options are a node's optional parts.
@@ -91,7 +94,7 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 	s.publish = newPublishService(cfg, backend, m, log)
 	pb.RegisterPublisherServer(s.grpc, s.publish)
 	s.members = opts.Cluster
-	s.sub = newSubscribeService(cfg, backend, m, log, opts.Cluster)
+	s.sub = newSubscribeService(cfg, backend, m, log, opts.Cluster, &s.draining)
 	pb.RegisterSubscriberServer(s.grpc, s.sub)
 	pb.RegisterAdminServer(s.grpc, &adminService{cfg: cfg, backend: backend, subs: s.sub, members: opts.Cluster})
 	s.health.SetServingStatus(pb.Subscriber_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -131,10 +134,7 @@ func maxRequestBytes(cfg Config) int {
 // serveReady answers 200 when the node takes traffic and the backend
 // answers a ping within two seconds.
 func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
-	s.mu.Lock()
-	draining := s.draining
-	s.mu.Unlock()
-	if draining {
+	if s.draining.Load() {
 		http.Error(w, "draining", http.StatusServiceUnavailable)
 		return
 	}
@@ -187,9 +187,7 @@ func (s *Server) Serve(grpcLis, httpLis net.Listener) error {
 // and claims dropped; the node leaves the cluster; open publish streams
 // finish (they too are cut when ctx ends); HTTP last.
 func (s *Server) Shutdown(ctx context.Context) {
-	s.mu.Lock()
-	s.draining = true
-	s.mu.Unlock()
+	s.draining.Store(true)
 	s.health.Shutdown()
 	s.sub.drain(ctx)
 	s.stopBg()

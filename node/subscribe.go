@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -32,8 +33,8 @@ type subscribeService struct {
 	local   *localState
 
 	running  sync.WaitGroup // subscription goroutines
-	mu       sync.Mutex     // guards draining, subs and stopping
-	draining bool
+	draining *atomic.Bool   // the server's drain flag
+	mu       sync.Mutex     // guards subs and stopping, and orders them with draining
 	subs     map[string]*subRef
 	stopping map[string]*subscription // stopped, still saving their position
 }
@@ -44,8 +45,8 @@ type subRef struct {
 	refs int
 }
 
-func newSubscribeService(cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, members Membership) *subscribeService {
-	return &subscribeService{cfg: cfg, backend: backend, metrics: m, log: log, members: members,
+func newSubscribeService(cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, members Membership, draining *atomic.Bool) *subscribeService {
+	return &subscribeService{cfg: cfg, backend: backend, metrics: m, log: log, members: members, draining: draining,
 		local: &localState{m: members, subs: map[string]cluster.SubscriptionState{}},
 		subs:  map[string]*subRef{}, stopping: map[string]*subscription{}}
 }
@@ -128,8 +129,10 @@ func (s *subscribeService) remote(name string) remoteState {
 // open end at once and their un-acked messages go to the shards' next
 // readers. drain returns when every subscription has saved its position.
 func (s *subscribeService) drain(ctx context.Context) {
+	// Under mu, so that a stream that acquires a subscription either sees
+	// the flag or is among those open() lists below.
 	s.mu.Lock()
-	s.draining = true
+	s.draining.Store(true)
 	s.mu.Unlock()
 	if s.members != nil {
 		s.members.SetDraining(true)
@@ -168,7 +171,7 @@ func (s *subscribeService) wait(ctx context.Context) bool {
 func (s *subscribeService) acquire(name string) *subscription {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.draining.Load() {
 		return nil
 	}
 	r := s.subs[name]
@@ -177,7 +180,7 @@ func (s *subscribeService) acquire(name string) *subscription {
 		if old := s.stopping[name]; old != nil {
 			after = old.done
 		}
-		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, s.members, after)
+		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, s.members, after, s.draining)
 		r = &subRef{sub: sub}
 		s.subs[name] = r
 		s.running.Add(1)

@@ -19,7 +19,7 @@ import (
 // one. It fails while the node drains, and when sess names other topics
 // than the subscription's subscribers here or on other nodes.
 func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards []broker.ShardID, remote remoteState) error {
-	if s.draining {
+	if s.draining.Load() {
 		return fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable)
 	}
 	topics := slices.Clone(spec.Topics)
