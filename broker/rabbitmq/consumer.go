@@ -170,8 +170,16 @@ func (c *consumer) handle(k posKey, gen uint64, offset int64, m *amqp.Message) {
 		ps.resolved = true
 	}
 	if ps.tr.uncommitted() >= int64(c.b.cfg.MaxBufferedPerShard) && offset >= ps.tr.next {
+		// At the limit: stop reading after what the tracker has taken,
+		// keeping what is buffered (it counts in the limit and is still
+		// good); reading resumes at tr.next once saves drained it to half
+		// (reconcile).
 		ps.phase = phasePaused
-		c.stopReadingLocked(ps)
+		ps.gen++
+		if ps.sc != nil {
+			c.orphans = append(c.orphans, ps.sc)
+			ps.sc = nil
+		}
 		signal(c.kick)
 		signal(c.commitNow)
 		return

@@ -111,6 +111,10 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 		c.parts[k].retryAt = time.Time{}
 	}
 	for k, ps := range c.parts {
+		if ps.phase == phasePaused && ps.tr.uncommitted() <= int64(c.b.cfg.MaxBufferedPerShard/2) {
+			ps.phase = phaseFetching
+			ps.gen++
+		}
 		if ps.phase == phaseFetching && ps.sc == nil && !ps.subscribing && ps.tr != nil {
 			ps.subscribing = true
 			subs = append(subs, sub{k, ps.gen, c.offsetSpecLocked(ps)})
@@ -121,7 +125,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 	c.mu.Unlock()
 
 	for _, sc := range orphans {
-		_ = sc.Close()
+		c.b.unsubscribe(sc)
 	}
 	if len(load) > 0 {
 		if t := c.load(ctx, load); !t.IsZero() {
@@ -157,7 +161,7 @@ func (c *consumer) subscribe(ctx context.Context, k posKey, gen uint64, spec str
 	handler := func(cc stream.ConsumerContext, m *amqp.Message) {
 		c.handle(k, gen, cc.Consumer.GetOffset(), m)
 	}
-	sc, err := c.b.env.NewConsumer(streamName(shardOf(k)), handler, stream.NewConsumerOptions().
+	sc, err := c.b.subscribe(streamName(shardOf(k)), handler, stream.NewConsumerOptions().
 		SetOffset(spec).
 		SetManualCommit().
 		SetCRCCheck(false).
@@ -165,7 +169,7 @@ func (c *consumer) subscribe(ctx context.Context, k posKey, gen uint64, spec str
 		SetClientProvidedName("streamgate-"+c.spec.Name))
 	retry, keep := c.adopt(ctx, k, gen, sc, err)
 	if err == nil && !keep {
-		_ = sc.Close() // stale, or the consumer is closing: Close has collected what to close already
+		c.b.unsubscribe(sc) // stale, or the consumer is closing: Close has collected what to close already
 	}
 	return retry
 }
@@ -204,7 +208,7 @@ func (c *consumer) adopt(ctx context.Context, k posKey, gen uint64, sc *stream.C
 		select {
 		case ev = <-closed:
 		case <-ctx.Done():
-			_ = sc.Close() // Close closes it too: whichever is first
+			c.b.unsubscribe(sc) // Close closes it too: whichever is first
 			return
 		}
 		c.mu.Lock()

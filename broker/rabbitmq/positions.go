@@ -118,7 +118,7 @@ const endProbeWait = time.Second
 // delivered, none is missed.
 func (b *Broker) endOffset(ctx context.Context, s broker.ShardID) (int64, error) {
 	got := make(chan int64, 1)
-	sc, err := b.env.NewConsumer(streamName(s), func(cc stream.ConsumerContext, _ *amqp.Message) {
+	sc, err := b.subscribe(streamName(s), func(cc stream.ConsumerContext, _ *amqp.Message) {
 		select { // runs on the client's dispatch goroutine: never block
 		case got <- cc.Consumer.GetOffset() + int64(cc.GetEntriesCount()):
 		default:
@@ -132,7 +132,7 @@ func (b *Broker) endOffset(ctx context.Context, s broker.ShardID) (int64, error)
 	if err != nil {
 		return -1, translate(fmt.Errorf("reading the end of %s: %w", streamName(s), err))
 	}
-	defer sc.Close()
+	defer b.unsubscribe(sc)
 	wait := time.NewTimer(endProbeWait)
 	defer wait.Stop()
 	select {

@@ -37,6 +37,8 @@ type Broker struct {
 	wg        sync.WaitGroup     // producers' confirmation readers, the store's watchers
 	storeDone chan struct{}      // closed when the store's goroutine (store.run) returns
 
+	subMu sync.Mutex // held while a stream subscription opens or closes (topics.go)
+
 	mu        sync.Mutex // guards the fields below
 	producers map[string]*producer
 	creating  map[string]chan struct{} // a producer being created: closed when done

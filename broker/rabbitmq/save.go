@@ -251,7 +251,7 @@ func (c *consumer) Close(ctx context.Context) error {
 		c.orphans = nil
 		c.mu.Unlock()
 		for _, sc := range scs {
-			_ = sc.Close()
+			c.b.unsubscribe(sc)
 		}
 		c.wg.Wait()
 		c.b.mu.Lock()

@@ -113,18 +113,22 @@ type store struct {
 	b     *Broker
 	nonce [16]byte
 
-	mu       sync.Mutex // guards the fields below
-	view     map[posKey]*keyState
-	applied  int64 // the last offset applied; -1: none
-	counter  uint64
-	waiters  map[string]chan outcome // by token: writes not read back yet
-	prod     *stream.Producer        // nil while down
-	reader   *stream.Consumer
-	gen      uint64 // reader generation: a handler of an older one is ignored
-	down     error  // why the store cannot write or read now; nil when it can
-	closed   bool
-	kick     chan struct{}
-	upSignal chan struct{} // closed and replaced whenever the store comes up
+	mu      sync.Mutex // guards the fields below
+	view    map[posKey]*keyState
+	applied int64 // the last offset applied; -1: none
+	counter uint64
+	waiters map[string]chan outcome // by token: writes not read back yet
+	prod    *stream.Producer        // nil while down
+	reader  *stream.Consumer
+	// closeProd and closeReader close prod and reader, once however
+	// many goroutines ask (store_conn.go).
+	closeProd   func()
+	closeReader func()
+	gen         uint64 // reader generation: a handler of an older one is ignored
+	down        error  // why the store cannot write or read now; nil when it can
+	closed      bool
+	kick        chan struct{}
+	upSignal    chan struct{} // closed and replaced whenever the store comes up
 }
 
 func newStore(b *Broker) *store {

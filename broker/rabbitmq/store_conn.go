@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/amqp"
@@ -90,13 +91,15 @@ func (s *store) openProducer(ctx context.Context, name string) error {
 	}
 	confirms := p.NotifyPublishConfirmation()
 	closed := p.NotifyClose()
+	// The client's Producer.Close panics when two run at once: one only.
+	closeP := sync.OnceFunc(func() { _ = p.Close() })
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		_ = p.Close()
+		closeP()
 		return broker.ErrClosed
 	}
-	s.prod = p
+	s.prod, s.closeProd = p, closeP
 	s.mu.Unlock()
 	s.b.wg.Add(1)
 	go func() {
@@ -110,7 +113,7 @@ func (s *store) openProducer(ctx context.Context, name string) error {
 					continue
 				}
 			case <-ctx.Done():
-				_ = p.Close()
+				closeP()
 			}
 			return
 		}
@@ -121,7 +124,7 @@ func (s *store) openProducer(ctx context.Context, name string) error {
 		select {
 		case <-closed:
 		case <-ctx.Done():
-			_ = p.Close()
+			closeP()
 		}
 		s.mu.Lock()
 		if s.prod == p {
@@ -143,20 +146,21 @@ func (s *store) openReader(ctx context.Context, name string, from int64) error {
 	s.gen++
 	gen := s.gen
 	s.mu.Unlock()
-	r, err := s.b.env.NewConsumer(name, func(cc stream.ConsumerContext, m *amqp.Message) {
+	r, err := s.b.subscribe(name, func(cc stream.ConsumerContext, m *amqp.Message) {
 		s.apply(gen, cc.Consumer.GetOffset(), m)
 	}, stream.NewConsumerOptions().SetOffset(spec).SetClientProvidedName("streamgate-positions").SetCRCCheck(false))
 	if err != nil {
 		return err
 	}
 	closed := r.NotifyClose()
+	closeR := sync.OnceFunc(func() { s.b.unsubscribe(r) })
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		_ = r.Close()
+		closeR()
 		return broker.ErrClosed
 	}
-	s.reader = r
+	s.reader, s.closeReader = r, closeR
 	s.mu.Unlock()
 	s.b.wg.Add(1)
 	go func() {
@@ -164,7 +168,7 @@ func (s *store) openReader(ctx context.Context, name string, from int64) error {
 		select {
 		case <-closed:
 		case <-ctx.Done():
-			_ = r.Close()
+			closeR()
 		}
 		s.mu.Lock()
 		if s.reader == r {
@@ -206,15 +210,21 @@ func (s *store) health() error {
 func (s *store) close() {
 	s.mu.Lock()
 	s.closed = true
-	p, r := s.prod, s.reader
+	closeP, closeR := s.closeProd, s.closeReader
+	if s.prod == nil {
+		closeP = nil
+	}
+	if s.reader == nil {
+		closeR = nil
+	}
 	close(s.upSignal) // wakes writes waiting for the store to come up
 	s.upSignal = make(chan struct{})
 	s.mu.Unlock()
-	if p != nil {
-		_ = p.Close()
+	if closeP != nil {
+		closeP()
 	}
-	if r != nil {
-		_ = r.Close()
+	if closeR != nil {
+		closeR()
 	}
 	s.setDown(broker.ErrClosed)
 }

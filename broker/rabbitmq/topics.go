@@ -120,3 +120,22 @@ func redact(uri string) string {
 	}
 	return u.Redacted()
 }
+
+// subscribe and unsubscribe open and close every stream subscription of
+// the backend, one at a time (subMu). The client (v1.8.3) keeps a closed
+// connection in its pool for a moment and may connect it again for a new
+// subscription while its old reader goroutine is still ending, a data race
+// inside the client; opening only after every close of ours has finished
+// lets it drop the closed connection first. Both may be called from any
+// goroutine; each is one round trip, bounded by the client's RPC timeout.
+func (b *Broker) subscribe(name string, handler stream.MessagesHandler, opts *stream.ConsumerOptions) (*stream.Consumer, error) {
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	return b.env.NewConsumer(name, handler, opts)
+}
+
+func (b *Broker) unsubscribe(sc *stream.Consumer) {
+	b.subMu.Lock()
+	defer b.subMu.Unlock()
+	_ = sc.Close()
+}
