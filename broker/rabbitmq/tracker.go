@@ -139,20 +139,6 @@ func (t *tracker) rewind() {
 	t.next, _ = t.commitPoint()
 }
 
-// truncate forgets everything at and above offset: the log was cut back
-// there (an unclean leader election), so records from offset on are new
-// ones, whatever was fetched, acked or saved there before. The tracker
-// then takes the records from its commit point again.
-func (t *tracker) truncate(offset int64) {
-	i, _ := t.find(offset)
-	t.entries = t.entries[:i]
-	t.preacked = slices.DeleteFunc(t.preacked, func(o int64) bool { return o >= offset })
-	t.preattempts = slices.DeleteFunc(t.preattempts, func(a attempts) bool { return a.offset >= offset })
-	t.next = min(t.next, offset)
-	t.committed = min(t.committed, offset)
-	t.rewind()
-}
-
 func (t *tracker) find(offset int64) (int, bool) {
 	return slices.BinarySearchFunc(t.entries, offset, func(e entry, o int64) int { return cmp.Compare(e.offset, o) })
 }
