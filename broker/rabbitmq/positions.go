@@ -117,30 +117,42 @@ const endProbeWait = time.Second
 // another client's sub-batched chunk it errs low: a few older messages are
 // delivered, none is missed.
 func (b *Broker) endOffset(ctx context.Context, s broker.ShardID) (int64, error) {
-	got := make(chan int64, 1)
+	first, entries, err := b.probe(ctx, s, stream.OffsetSpecification{}.Last())
+	if err != nil || first < 0 {
+		return -1, err
+	}
+	return first + entries, nil
+}
+
+// probe subscribes to a shard at spec for as long as it takes to get the
+// first message: its offset and its chunk's entry count, or -1 when
+// nothing came within endProbeWait.
+func (b *Broker) probe(ctx context.Context, s broker.ShardID, spec stream.OffsetSpecification) (first, entries int64, err error) {
+	type hit struct{ first, entries int64 }
+	got := make(chan hit, 1)
 	sc, err := b.subscribe(streamName(s), func(cc stream.ConsumerContext, _ *amqp.Message) {
 		select { // runs on the client's dispatch goroutine: never block
-		case got <- cc.Consumer.GetOffset() + int64(cc.GetEntriesCount()):
+		case got <- hit{cc.Consumer.GetOffset(), int64(cc.GetEntriesCount())}:
 		default:
 		}
 	}, stream.NewConsumerOptions().
-		SetOffset(stream.OffsetSpecification{}.Last()).
+		SetOffset(spec).
 		SetManualCommit().
 		SetCRCCheck(false).
 		SetInitialCredits(1).
 		SetClientProvidedName("streamgate-probe"))
 	if err != nil {
-		return -1, translate(fmt.Errorf("reading the end of %s: %w", streamName(s), err))
+		return -1, 0, translate(fmt.Errorf("reading %s: %w", streamName(s), err))
 	}
 	defer b.unsubscribe(sc)
 	wait := time.NewTimer(endProbeWait)
 	defer wait.Stop()
 	select {
-	case end := <-got:
-		return end, nil
+	case h := <-got:
+		return h.first, h.entries, nil
 	case <-wait.C:
-		return -1, nil
+		return -1, 0, nil
 	case <-ctx.Done():
-		return -1, fmt.Errorf("%w: reading the end of %s: %w", broker.ErrUnavailable, streamName(s), ctx.Err())
+		return -1, 0, fmt.Errorf("%w: reading %s: %w", broker.ErrUnavailable, streamName(s), ctx.Err())
 	}
 }
