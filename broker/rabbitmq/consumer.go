@@ -12,6 +12,7 @@ import (
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 var (
@@ -31,9 +32,9 @@ const (
 
 type shardState struct {
 	phase    partPhase
-	tr       *tracker // nil while loading
-	resolved bool     // tr's offsets are real: a message was read or a position saved
-	origin   origin
+	tr       *cursor.Tracker // nil while loading
+	resolved bool            // tr's offsets are real: a message was read or a position saved
+	origin   cursor.Origin
 	holder   string // the claim this reader saves under (the fence)
 	n        uint64 // saves made under holder
 	// gen changes whenever reading stops or restarts at a position of
@@ -151,7 +152,7 @@ func (c *consumer) stopReadingLocked(ps *shardState) {
 	}
 	ps.buf = nil
 	if ps.tr != nil && ps.resolved {
-		ps.tr.rewind()
+		ps.tr.Rewind()
 	}
 }
 
@@ -166,13 +167,13 @@ func (c *consumer) handle(k posKey, gen uint64, offset int64, m *amqp.Message) {
 		return
 	}
 	if !ps.resolved {
-		ps.tr = newTracker(offset, savedMeta{origin: ps.origin})
+		ps.tr = cursor.NewTracker(offset, cursor.Saved{Origin: ps.origin})
 		ps.resolved = true
 	}
-	if ps.tr.uncommitted() >= int64(c.b.cfg.MaxBufferedPerShard) && offset >= ps.tr.next {
+	if ps.tr.Full(c.b.cfg.MaxBufferedPerShard) && offset >= ps.tr.Next() {
 		// At the limit: stop reading after what the tracker has taken,
 		// keeping what is buffered (it counts in the limit and is still
-		// good); reading resumes at tr.next once saves drained it to half
+		// good); reading resumes at tr.Next() once saves drained it to half
 		// (reconcile).
 		ps.phase = phasePaused
 		ps.gen++
@@ -184,7 +185,7 @@ func (c *consumer) handle(k posKey, gen uint64, offset int64, m *amqp.Message) {
 		signal(c.commitNow)
 		return
 	}
-	deliver, prior := ps.tr.fetched(offset)
+	deliver, prior := ps.tr.Fetched(offset)
 	if !deliver {
 		return
 	}
@@ -310,7 +311,7 @@ func (c *consumer) Ack(ids ...string) {
 	c.mu.Lock()
 	for _, id := range ids {
 		ps, o, ok := c.lookupLocked(id)
-		if !ok || !ps.tr.ack(o) {
+		if !ok || !ps.tr.Ack(o) {
 			continue
 		}
 		if r, err := decodeID(id); err == nil && !r.foreign {
@@ -322,7 +323,7 @@ func (c *consumer) Ack(ids ...string) {
 			commit = true
 		}
 		if ps.phase == phasePaused {
-			if o, _ := ps.tr.commitPoint(); ps.tr.next-o <= int64(c.b.cfg.MaxBufferedPerShard/2) {
+			if o, _ := ps.tr.SavePoint(); ps.tr.Next()-o <= int64(c.b.cfg.MaxBufferedPerShard/2) {
 				commit = true
 			}
 		}
@@ -338,7 +339,7 @@ func (c *consumer) Delivered(ids ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range ids {
-		if ps, o, ok := c.lookupLocked(id); ok && ps.tr.delivered(o) {
+		if ps, o, ok := c.lookupLocked(id); ok && ps.tr.Delivered(o) {
 			ps.seq++
 		}
 	}

@@ -74,10 +74,10 @@ func (b *Broker) backlog(ctx context.Context, s broker.ShardID, st keyState) (in
 	}
 	from := st.pos.next
 	if !st.have || from < 0 {
-		o := st.pos.meta.origin
+		o := st.pos.meta.Origin
 		spec := stream.OffsetSpecification{}.First()
-		if st.have && !o.earliest && o.createdMs > 0 {
-			spec = stream.OffsetSpecification{}.Timestamp(o.createdMs - b.cfg.ClockSkew.Milliseconds())
+		if st.have && !o.Earliest && o.CreatedMs > 0 {
+			spec = stream.OffsetSpecification{}.Timestamp(o.CreatedMs - b.cfg.ClockSkew.Milliseconds())
 		}
 		first, _, err := b.probe(ctx, s, spec)
 		if err != nil || first < 0 {
@@ -87,7 +87,7 @@ func (b *Broker) backlog(ctx context.Context, s broker.ShardID, st keyState) (in
 	}
 	n := max(end-from, 0)
 	if st.have {
-		for _, o := range st.pos.meta.acked {
+		for _, o := range st.pos.meta.Acked {
 			if o >= from && o < end {
 				n--
 			}
@@ -111,8 +111,8 @@ func (b *Broker) Unsaved(subscription string) map[broker.ShardID]int64 {
 	for _, c := range cs {
 		c.mu.Lock()
 		for k, ps := range c.parts {
-			if ps.tr != nil && ps.tr.acks > 0 {
-				out[shardOf(k)] += int64(ps.tr.acks)
+			if ps.tr != nil && ps.tr.Acks() > 0 {
+				out[shardOf(k)] += int64(ps.tr.Acks())
 			}
 		}
 		c.mu.Unlock()

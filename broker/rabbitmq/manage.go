@@ -8,6 +8,7 @@ import (
 
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/amqp"
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // manage owns the consumer's slow work until ctx ends: loading shards,
@@ -111,7 +112,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 		c.parts[k].retryAt = time.Time{}
 	}
 	for k, ps := range c.parts {
-		if ps.phase == phasePaused && ps.tr.uncommitted() <= int64(c.b.cfg.MaxBufferedPerShard/2) {
+		if ps.phase == phasePaused && ps.tr.Drained(c.b.cfg.MaxBufferedPerShard) {
 			ps.phase = phaseFetching
 			ps.gen++
 		}
@@ -146,11 +147,11 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 func (c *consumer) offsetSpecLocked(ps *shardState) stream.OffsetSpecification {
 	switch {
 	case ps.resolved:
-		return stream.OffsetSpecification{}.Offset(ps.tr.next)
-	case ps.origin.earliest || ps.origin.createdMs == 0:
+		return stream.OffsetSpecification{}.Offset(ps.tr.Next())
+	case ps.origin.Earliest || ps.origin.CreatedMs == 0:
 		return stream.OffsetSpecification{}.First()
 	default:
-		return stream.OffsetSpecification{}.Timestamp(ps.origin.createdMs - c.b.cfg.ClockSkew.Milliseconds())
+		return stream.OffsetSpecification{}.Timestamp(ps.origin.CreatedMs - c.b.cfg.ClockSkew.Milliseconds())
 	}
 }
 
@@ -303,9 +304,9 @@ func (c *consumer) load(ctx context.Context, keys []posKey) time.Time {
 		}
 		pos := o.state.pos
 		ps.holder, ps.n = o.state.holder, 0
-		ps.origin = pos.meta.origin
+		ps.origin = pos.meta.Origin
 		ps.resolved = pos.next >= 0
-		ps.tr = newTracker(max(pos.next, 0), pos.meta)
+		ps.tr = cursor.NewTracker(max(pos.next, 0), pos.meta)
 		ps.fails = 0
 		ps.gen++
 		if !c.want[k] {
@@ -325,11 +326,5 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// backoff grows from 100ms to 5s.
-func backoff(attempt int) time.Duration {
-	d := 100 * time.Millisecond
-	for i := 1; i < attempt && d < 5*time.Second; i++ {
-		d *= 2
-	}
-	return min(d, 5*time.Second)
-}
+// backoff is the backends' shared retry wait.
+var backoff = cursor.Backoff

@@ -11,19 +11,20 @@ import (
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // originOf is the subscription's origin as its saved positions tell (the
 // earliest creation), or a new one, created now as spec asks.
-func originOf(have map[posKey]keyState, spec broker.SubscriptionSpec) origin {
-	var o origin
+func originOf(have map[posKey]keyState, spec broker.SubscriptionSpec) cursor.Origin {
+	var o cursor.Origin
 	for _, st := range have {
-		if c := st.pos.meta.origin; st.have && c.createdMs > 0 && (o.createdMs == 0 || c.createdMs < o.createdMs) {
+		if c := st.pos.meta.Origin; st.have && c.CreatedMs > 0 && (o.CreatedMs == 0 || c.CreatedMs < o.CreatedMs) {
 			o = c
 		}
 	}
-	if o.createdMs == 0 {
-		o = origin{createdMs: time.Now().UnixMilli(), earliest: spec.Start == broker.StartEarliest}
+	if o.CreatedMs == 0 {
+		o = cursor.Origin{CreatedMs: time.Now().UnixMilli(), Earliest: spec.Start == broker.StartEarliest}
 	}
 	return o
 }
@@ -31,7 +32,7 @@ func originOf(have map[posKey]keyState, spec broker.SubscriptionSpec) origin {
 // startOf is the position a shard without one starts at: unresolved, from
 // the subscription's origin (the first message at or after its creation,
 // or the first held). The offset is fixed by the first message read.
-func startOf(o origin) position { return position{next: -1, meta: savedMeta{origin: o}} }
+func startOf(o cursor.Origin) position { return position{next: -1, meta: cursor.Saved{Origin: o}} }
 
 // Prepare implements broker.Subscriber. A shard without a position gets a
 // start record (store.go); the first start in the log wins, so Prepares
@@ -84,7 +85,7 @@ func (b *Broker) starts(ctx context.Context, spec broker.SubscriptionSpec, keys 
 	for i := range out {
 		out[i] = startOf(o)
 	}
-	if o.earliest {
+	if o.Earliest {
 		return out, nil
 	}
 	errs := make([]error, len(keys))

@@ -3,6 +3,7 @@ package rabbitmq
 import (
 	"encoding/binary"
 	"errors"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // The encoding of the positions stream's records (store.go). Pure
@@ -27,23 +28,23 @@ func encodeRecord(r *record) []byte {
 	buf = binary.AppendUvarint(buf, uint64(r.key.index))
 	buf = binary.AppendUvarint(buf, r.n)
 	buf = binary.AppendUvarint(buf, uint64(r.pos.next+1))
-	head := uint64(r.pos.meta.origin.createdMs) << 1
-	if r.pos.meta.origin.earliest {
+	head := uint64(r.pos.meta.Origin.CreatedMs) << 1
+	if r.pos.meta.Origin.Earliest {
 		head |= 1
 	}
 	buf = binary.AppendUvarint(buf, head)
 	prev := max(r.pos.next, 0)
-	buf = binary.AppendUvarint(buf, uint64(len(r.pos.meta.acked)))
-	for _, o := range r.pos.meta.acked {
+	buf = binary.AppendUvarint(buf, uint64(len(r.pos.meta.Acked)))
+	for _, o := range r.pos.meta.Acked {
 		buf = binary.AppendUvarint(buf, uint64(o-prev))
 		prev = o
 	}
 	prev = max(r.pos.next, 0)
-	buf = binary.AppendUvarint(buf, uint64(len(r.pos.meta.attempts)))
-	for _, a := range r.pos.meta.attempts {
-		buf = binary.AppendUvarint(buf, uint64(a.offset-prev))
-		buf = binary.AppendUvarint(buf, uint64(a.n))
-		prev = a.offset
+	buf = binary.AppendUvarint(buf, uint64(len(r.pos.meta.Attempts)))
+	for _, a := range r.pos.meta.Attempts {
+		buf = binary.AppendUvarint(buf, uint64(a.Pos-prev))
+		buf = binary.AppendUvarint(buf, uint64(a.N))
+		prev = a.Pos
 	}
 	return buf
 }
@@ -84,7 +85,7 @@ func decodeRecord(buf []byte) (record, error) {
 	r.n = num()
 	r.pos.next = int64(num()) - 1
 	head := num()
-	r.pos.meta.origin = origin{createdMs: int64(head >> 1), earliest: head&1 == 1}
+	r.pos.meta.Origin = cursor.Origin{CreatedMs: int64(head >> 1), Earliest: head&1 == 1}
 	if bad || idx > 1<<31-1 || r.kind < recStart || r.kind > recSync {
 		return r, errBadRecord
 	}
@@ -96,7 +97,7 @@ func decodeRecord(buf []byte) (record, error) {
 	}
 	for range na {
 		prev += int64(num())
-		r.pos.meta.acked = append(r.pos.meta.acked, prev)
+		r.pos.meta.Acked = append(r.pos.meta.Acked, prev)
 	}
 	prev = max(r.pos.next, 0)
 	nc := num()
@@ -106,7 +107,7 @@ func decodeRecord(buf []byte) (record, error) {
 	for range nc {
 		prev += int64(num())
 		n := num()
-		r.pos.meta.attempts = append(r.pos.meta.attempts, attempts{offset: prev, n: uint16(min(n, 1<<16-1))})
+		r.pos.meta.Attempts = append(r.pos.meta.Attempts, cursor.Attempts{Pos: prev, N: uint16(min(n, 1<<16-1))})
 	}
 	if bad {
 		return r, errBadRecord

@@ -9,6 +9,7 @@ import (
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // Saving a consumer's positions: save writes them to the store under each
@@ -38,6 +39,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		holder  string
 		at      int64
 		acks    int
+		counted int
 		seq     uint64
 		release bool
 	}
@@ -49,7 +51,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		if ps.tr == nil || (req.only != nil && !req.only[k]) {
 			continue
 		}
-		if !req.force && !ps.unsaved && !ps.tr.dirty() && !ps.release && ps.seq == ps.savedSeq {
+		if !req.force && !ps.unsaved && !ps.tr.Dirty() && !ps.release && ps.seq == ps.savedSeq {
 			continue
 		}
 		if ps.saving {
@@ -61,11 +63,11 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		pos := startOf(ps.origin)
 		at := int64(-1)
 		if ps.resolved {
-			var meta savedMeta
-			at, meta = ps.tr.saved()
+			var meta cursor.Saved
+			at, meta = ps.tr.ToSave()
 			pos = position{next: at, meta: meta}
 		}
-		jobs = append(jobs, job{k: k, holder: ps.holder, at: at, acks: ps.tr.acks, seq: ps.seq, release: ps.release})
+		jobs = append(jobs, job{k: k, holder: ps.holder, at: at, acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release})
 		recs = append(recs, record{kind: recSave, key: k, holder: ps.holder, n: ps.n, pos: pos})
 	}
 	c.mu.Unlock()
@@ -111,7 +113,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		}
 		saved = append(saved, j.k)
 		if j.at >= 0 {
-			ps.tr.committedAt(j.at, j.acks)
+			ps.tr.SavedAt(j.at, j.acks, j.counted)
 		}
 		ps.unsaved = false
 		ps.savedSeq = j.seq
@@ -120,7 +122,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 			delete(c.parts, j.k)
 			continue
 		}
-		if ps.phase == phasePaused && ps.tr.uncommitted() <= int64(c.b.cfg.MaxBufferedPerShard/2) {
+		if ps.phase == phasePaused && ps.tr.Drained(c.b.cfg.MaxBufferedPerShard) {
 			ps.phase = phaseFetching
 			ps.gen++
 			signal(c.kick)

@@ -12,6 +12,7 @@ import (
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // The positions store: every saved position, start and fence of every
@@ -53,27 +54,11 @@ type posKey struct {
 	index int32
 }
 
-// origin is how a subscription started, kept with every position: a shard
-// without a resolved offset starts at the first message stamped at or
-// after createdMs, or at the first message held when earliest.
-type origin struct {
-	createdMs int64
-	earliest  bool
-}
-
-// savedMeta is what a position holds beside its offset: the origin, the
-// acked offsets above it and the delivery counts of un-acked messages.
-type savedMeta struct {
-	origin   origin
-	acked    []int64
-	attempts []attempts
-}
-
 // position is a saved position: next is the first offset not known acked,
 // or -1 while unresolved (nothing read yet: start from the origin).
 type position struct {
 	next int64
-	meta savedMeta
+	meta cursor.Saved
 }
 
 const (
