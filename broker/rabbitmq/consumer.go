@@ -392,7 +392,7 @@ func (c *consumer) TakeEvents() []broker.ShardEvent {
 var errNotStanding = errors.New("not saving: this node's membership of the cluster is in doubt")
 
 // errSaveInFlight: what was asked is being saved by another call already.
-var errSaveInFlight = errors.New("a save of these positions is in flight")
+var errSaveInFlight = fmt.Errorf("a save of these positions is in flight: %w", cursor.ErrBusy)
 
 // errAborted: the backend was aborted (a crash, for tests).
 var errAborted = errors.New("the backend was aborted")

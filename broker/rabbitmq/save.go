@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
@@ -153,30 +152,24 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 		}
 	}
 	c.mu.Unlock()
-	for attempt := 1; len(only) > 0; attempt++ {
+	if len(only) == 0 {
+		return nil
+	}
+	// A nil error with shards left means acks arrived after the save's
+	// snapshot: Retry saves again at once.
+	err := cursor.Retry(ctx, func() (bool, error) {
 		_, _, err := c.save(ctx, saveReq{only: only})
 		c.mu.Lock()
 		for k := range only {
 			if ps := c.parts[k]; ps == nil || !ps.release {
-				delete(only, k)
+				delete(only, k) // saved with every ack, or taken by another reader
 			}
 		}
 		c.mu.Unlock()
-		if len(only) == 0 {
-			return nil
-		}
-		if err == nil {
-			continue
-		}
-		wait := backoff(attempt)
-		if errors.Is(err, errSaveInFlight) {
-			wait, attempt = 5*time.Millisecond, attempt-1
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rabbitmq: release: %w", err)
-		case <-time.After(wait):
-		}
+		return len(only) == 0, err
+	})
+	if err != nil {
+		return fmt.Errorf("rabbitmq: release: %w", err)
 	}
 	return nil
 }
@@ -197,7 +190,10 @@ func (c *consumer) Confirm(ctx context.Context, shards []broker.ShardID) ([]brok
 	}
 	c.mu.Unlock()
 	var lost []broker.ShardID
-	for attempt := 1; len(only) > 0; attempt++ {
+	if len(only) == 0 {
+		return nil, nil
+	}
+	err := cursor.Retry(ctx, func() (bool, error) {
 		done, gone, err := c.save(ctx, saveReq{only: only, force: true})
 		for _, k := range done {
 			delete(only, k)
@@ -209,22 +205,17 @@ func (c *consumer) Confirm(ctx context.Context, shards []broker.ShardID) ([]brok
 		c.mu.Lock()
 		for k := range only {
 			if c.parts[k] == nil {
-				delete(only, k)
+				delete(only, k) // released meanwhile
 			}
 		}
 		c.mu.Unlock()
-		if len(only) == 0 {
-			break
+		if err == nil && len(only) > 0 {
+			err = errors.New("shards left unsaved") // a forced save covers every shard it can: count it as a failure
 		}
-		wait := backoff(attempt)
-		if errors.Is(err, errSaveInFlight) {
-			wait, attempt = 5*time.Millisecond, attempt-1
-		}
-		select {
-		case <-ctx.Done():
-			return lost, fmt.Errorf("rabbitmq: confirm: %w", errors.Join(err, ctx.Err()))
-		case <-time.After(wait):
-		}
+		return len(only) == 0, err
+	})
+	if err != nil {
+		return lost, fmt.Errorf("rabbitmq: confirm: %w", err)
 	}
 	return lost, nil
 }
@@ -260,21 +251,19 @@ func (c *consumer) Close(ctx context.Context) error {
 		delete(c.b.consumers, c)
 		c.b.mu.Unlock()
 	}()
-	for {
+	err := cursor.Retry(ctx, func() (bool, error) {
 		_, _, err := c.save(ctx, saveReq{})
 		switch {
-		case err == nil:
-			return nil
 		case errors.Is(err, errNotStanding):
 			c.log.Warn("closing without a final save", "err", err)
-			return nil
+			return true, nil
 		case errors.Is(err, errAborted):
-			return nil
+			return true, nil
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("rabbitmq: final save of %q: %w", c.spec.Name, err)
-		case <-time.After(100 * time.Millisecond):
-		}
+		return err == nil, err
+	})
+	if err != nil {
+		return fmt.Errorf("rabbitmq: final save of %q: %w", c.spec.Name, err)
 	}
+	return nil
 }
