@@ -70,7 +70,13 @@ func New(cfg Config) (*Broker, error) {
 		// connection's chunks on one goroutine, so a shard that is slow
 		// to hand over cannot hold another.
 		SetMaxConsumersPerClient(1).
-		SetRPCTimeout(cfg.SaveTimeout))
+		SetRPCTimeout(cfg.SaveTimeout).
+		// The client's 8 KiB socket buffers keep the TCP window under one
+		// segment on loopback (64 KiB MTU): the server then waits on TCP's
+		// persist timer between chunks, and a consumer read 640 messages
+		// a second (BENCHMARKS.md). 1 MiB each way.
+		SetReadBuffer(1 << 20).
+		SetWriteBuffer(1 << 20))
 	if err != nil {
 		return nil, fmt.Errorf("rabbitmq: connecting to %s: %w", redact(cfg.URI), translate(err))
 	}
