@@ -5,16 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc/codes"
 
 	"github.com/streamgate/streamgate/broker/rabbitmq"
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/rabbitmqtest"
 	"github.com/streamgate/streamgate/internal/testenv"
+	"github.com/streamgate/streamgate/node"
+	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
 // startRabbit starts a private rabbitmq-server for one test, or skips (fails
@@ -135,4 +139,98 @@ func TestRabbitMQ_TwoNodesHandShardsOverOnAJoinAndAKill(t *testing.T) {
 	}, 60*time.Second, 20*time.Millisecond, "after the kill the survivor reads every shard and nothing is lost")
 	stopB()
 	require.NoError(t, <-doneB)
+}
+
+// TestRabbitMQ_MaxUnackedStallsAndAServerRestart runs one node on RabbitMQ
+// streams through the scenarios the Kafka tests cover: a subscriber at its
+// max un-acked gets nothing more until it acks; one that stalls past the
+// ack timeout gets DEADLINE_EXCEEDED and its messages go to another; a
+// rabbitmq-server restart gives UNAVAILABLE notices, then OK, and nothing
+// published is lost.
+func TestRabbitMQ_MaxUnackedStallsAndAServerRestart(t *testing.T) {
+	srv := startRabbit(t)
+	const topic = "rq-single"
+	cfg := rabbitmq.DefaultConfig(srv.URI())
+	cfg.SaveInterval = 200 * time.Millisecond
+	b, err := rabbitmq.New(cfg)
+	require.NoError(t, err)
+	require.NoError(t, b.CreateTopic(t.Context(), topic, 2))
+	e := testenv.Start(t, testenv.Options{Backend: b, Node: func(c *node.Config) { c.AckTimeout = time.Second }})
+	publishTo := func(from, n int) {
+		p := e.Client.Publisher(client.PublishSettings{})
+		defer p.Close()
+		var rs []*client.PublishResult
+		for i := from; i < from+n; i++ {
+			rs = append(rs, p.Publish(t.Context(), client.Message{Topic: topic, Key: fmt.Appendf(nil, "k%d", i), Payload: fmt.Appendf(nil, "m%d", i)}))
+		}
+		for _, r := range rs {
+			_, err := r.Get(t.Context())
+			require.NoError(t, err)
+		}
+	}
+	publishTo(0, 50)
+
+	// Max un-acked: 10 and no more until acks.
+	limited := testenv.Subscribe(t, e.Client, &pb.Open{Subscription: "rq-limit", Topics: []string{topic}, StartPosition: pb.StartPosition_START_POSITION_EARLIEST, MaxUnacked: 10})
+	msgs := limited.WaitCount(10, 20*time.Second)
+	require.Never(t, func() bool { return limited.Count() > 10 }, 300*time.Millisecond, 20*time.Millisecond)
+	ids := make([]string, 5)
+	for i, m := range msgs[:5] {
+		ids[i] = m.GetId()
+	}
+	limited.Ack(ids...)
+	limited.WaitCount(15, 10*time.Second)
+	limited.Close()
+
+	// A stall past the ack timeout ends the stream; another subscriber
+	// gets its messages.
+	stalled := testenv.Subscribe(t, e.Client, &pb.Open{Subscription: "rq-stall", Topics: []string{topic}, StartPosition: pb.StartPosition_START_POSITION_EARLIEST})
+	stalled.WaitCount(50, 20*time.Second)
+	st := stalled.WaitEnd(10 * time.Second)
+	require.Equal(t, codes.DeadlineExceeded, st.Code(), st.Message())
+
+	// A server restart under a running Receive loop.
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	var notices []client.Notice
+	sub := e.Client.Subscription("rq-stall", topic)
+	sub.ReceiveSettings.OnNotice = func(n client.Notice) { mu.Lock(); notices = append(notices, n); mu.Unlock() }
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- sub.Receive(ctx, func(_ context.Context, m *client.Delivery) {
+			mu.Lock()
+			seen[string(m.Payload)] = true
+			mu.Unlock()
+			m.Ack()
+		})
+	}()
+	all := func(n int) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			for i := range n {
+				if !seen[fmt.Sprintf("m%d", i)] {
+					return false
+				}
+			}
+			return true
+		}
+	}
+	require.Eventually(t, all(50), 20*time.Second, 20*time.Millisecond, "the stalled subscriber's messages reach the next one")
+	require.NoError(t, srv.Restart())
+	noticed := func(code codes.Code) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return slices.ContainsFunc(notices, func(n client.Notice) bool { return n.Code == code })
+		}
+	}
+	require.Eventually(t, noticed(codes.Unavailable), 30*time.Second, 20*time.Millisecond, "an UNAVAILABLE notice during the restart")
+	require.Eventually(t, noticed(codes.OK), 60*time.Second, 20*time.Millisecond, "an OK notice when delivery resumes")
+	publishTo(50, 50)
+	require.Eventually(t, all(100), 60*time.Second, 20*time.Millisecond, "nothing is lost across the restart")
+	cancel()
+	require.NoError(t, <-done)
 }

@@ -51,6 +51,14 @@ func TestCLI_ServeOnRabbitMQPublishesAndSubscribes(t *testing.T) {
 	require.Contains(t, lines[0], "attempt=1\tkey=user-1\theaders=\thello")
 	require.Contains(t, lines[1], "attempt=1\tkey=user-1\theaders=\tworld")
 
+	// status reads the saved positions from the backend (nobody is
+	// subscribed any more): both messages acked, nothing left.
+	require.Eventually(t, func() bool {
+		out.Reset()
+		err := run(t.Context(), []string{"status", "--addr", grpcAddr, "--subscription", "rq-billing"}, nil, &out, &errOut)
+		return err == nil && strings.Contains(out.String(), "total: saved backlog 0, acked unsaved 0")
+	}, 20*time.Second, 100*time.Millisecond, "status on RabbitMQ:\n%s%s", &out, &errOut)
+
 	// An unknown topic is NOT_FOUND, as on Kafka.
 	out.Reset()
 	err = run(t.Context(), []string{"publish", "--addr", grpcAddr, "--topic", "rq-missing", "--message", "x"}, nil, &out, &errOut)
