@@ -62,7 +62,7 @@ func (s *subscription) pollLoop(ctx context.Context, c broker.Consumer, done cha
 	var pause time.Duration // after failed polls: 50ms doubling to 1s
 	for {
 		select {
-		case <-s.want:
+		case <-s.pollWanted:
 		case <-ctx.Done():
 			return
 		}
@@ -119,7 +119,7 @@ func (s *subscription) closeConsumer() {
 	}
 	s.consumer, s.consumerEvs = nil, nil
 	select {
-	case <-s.want:
+	case <-s.pollWanted:
 	default:
 	}
 	s.metrics.consumers.Dec()
@@ -133,7 +133,7 @@ func (s *subscription) closeConsumer() {
 	clear(s.known)
 	s.addBuffered(-s.buffered)
 	s.pollErr = nil
-	s.publish()
+	s.announce()
 }
 
 // polled queues what a poll fetched, dropping messages of shards this

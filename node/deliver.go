@@ -57,7 +57,7 @@ func (s *subscription) dispatch() {
 		s.metrics.delivered.Add(float64(len(msgs)))
 	}
 	if s.hungry() {
-		signal(s.want)
+		signal(s.pollWanted)
 	}
 }
 
@@ -100,7 +100,7 @@ func (s *subscription) ack(sess *session, ids []string) {
 		delete(sess.inflight, id)
 		delete(s.known, id)
 		q := s.queue(m.d.Shard)
-		q.release(1)
+		q.settle(1)
 		if q.held == 0 && !s.readsLocally(m.d.Shard) {
 			defer s.maybeRelease(m.d.Shard) // after the ack reaches the consumer
 		}

@@ -98,7 +98,7 @@ type subscription struct {
 	consumer     broker.Consumer
 	consumerEvs  <-chan struct{} // the consumer's Events; nil without one
 	poll         chan pollResult
-	want         chan struct{} // a token: run wants the poller to poll
+	pollWanted   chan struct{} // a token: run wants the poller to poll
 	pollStop     context.CancelFunc
 	pollDone     chan struct{}
 	seq          uint64
@@ -141,34 +141,34 @@ type shardInfo struct {
 
 func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, members Membership, after <-chan struct{}, draining *atomic.Bool) *subscription {
 	s := &subscription{
-		draining:  draining,
-		name:      name,
-		cfg:       cfg,
-		backend:   backend,
-		metrics:   m,
-		log:       log.With("subscription", name),
-		local:     local,
-		members:   members,
-		events:    make(chan event, 256),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
-		after:     after,
-		released:  make(chan releaseResult),
-		confirms:  make(chan confirmResult),
-		quit:      make(chan struct{}),
-		prepared:  map[broker.ShardID]bool{},
-		intents:   map[broker.ShardID]uint64{},
-		disputed:  map[broker.ShardID]bool{},
-		sessions:  map[string]*session{},
-		owner:     map[broker.ShardID]*session{},
-		ownerID:   map[broker.ShardID]string{},
-		queues:    map[broker.ShardID]*shardQueue{},
-		known:     map[string]bool{},
-		viewCh:    make(chan struct{}, 1),
-		claimed:   map[broker.ShardID]bool{},
-		releasing: map[broker.ShardID]bool{},
-		poll:      make(chan pollResult, 1),
-		want:      make(chan struct{}, 1),
+		draining:   draining,
+		name:       name,
+		cfg:        cfg,
+		backend:    backend,
+		metrics:    m,
+		log:        log.With("subscription", name),
+		local:      local,
+		members:    members,
+		events:     make(chan event, 256),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		after:      after,
+		released:   make(chan releaseResult),
+		confirms:   make(chan confirmResult),
+		quit:       make(chan struct{}),
+		prepared:   map[broker.ShardID]bool{},
+		intents:    map[broker.ShardID]uint64{},
+		disputed:   map[broker.ShardID]bool{},
+		sessions:   map[string]*session{},
+		owner:      map[broker.ShardID]*session{},
+		ownerID:    map[broker.ShardID]string{},
+		queues:     map[broker.ShardID]*shardQueue{},
+		known:      map[string]bool{},
+		viewCh:     make(chan struct{}, 1),
+		claimed:    map[broker.ShardID]bool{},
+		releasing:  map[broker.ShardID]bool{},
+		poll:       make(chan pollResult, 1),
+		pollWanted: make(chan struct{}, 1),
 	}
 	if members != nil {
 		// Claims from before this incarnation were confirmed by it, or

@@ -58,7 +58,7 @@ func (s *subscription) recompute() {
 	}
 	s.owner, s.ownerID = owner, ownerID
 	if s.consumer == nil {
-		s.publish()
+		s.announce()
 		return
 	}
 
@@ -108,12 +108,12 @@ func (s *subscription) recompute() {
 	for _, sh := range away { // after Assign: the consumer has stopped them
 		s.maybeRelease(sh)
 	}
-	s.publish()
+	s.announce()
 }
 
-// publish gossips this node's subscribers, claims and intents of the
+// announce gossips this node's subscribers, claims and intents of the
 // subscription.
-func (s *subscription) publish() {
+func (s *subscription) announce() {
 	var st cluster.SubscriptionState
 	if !s.draining.Load() {
 		for _, sess := range s.sessions {

@@ -85,7 +85,7 @@ func (s *subscription) askForIntents() {
 	if !fresh || s.members == nil {
 		return
 	}
-	s.publish() // the ask's state must hold the intents
+	s.announce() // the ask's state must hold the intents
 	ask := s.members.Ask()
 	for sh, a := range s.intents {
 		if a == 0 {

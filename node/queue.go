@@ -31,9 +31,9 @@ func (s *subscription) queue(id broker.ShardID) *shardQueue {
 	return q
 }
 
-// release counts n in-flight messages of the shard settled or handed
+// settle counts n in-flight messages of the shard settled or handed
 // back; with none left the shard has no holder.
-func (q *shardQueue) release(n int) {
+func (q *shardQueue) settle(n int) {
 	q.held -= n
 	if q.held <= 0 {
 		q.held, q.holder = 0, nil
@@ -60,7 +60,7 @@ func (s *subscription) handBack(sess *session, msgs []*message) {
 	}
 	for id, ms := range byShard {
 		q := s.queue(id)
-		q.release(len(ms))
+		q.settle(len(ms))
 		if !s.readsLocally(id) {
 			for _, m := range ms {
 				delete(s.known, m.d.ID)

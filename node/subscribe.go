@@ -198,9 +198,9 @@ func (s *subscribeService) acquire(name string) *subscription {
 	return r.sub
 }
 
-// release counts one user less; the last one stops the subscription, whose
+// unref counts one user less; the last one stops the subscription, whose
 // final commit a new incarnation waits for.
-func (s *subscribeService) release(sub *subscription) {
+func (s *subscribeService) unref(sub *subscription) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	r := s.subs[sub.name]
@@ -250,7 +250,7 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	if sub == nil {
 		return grpcError(fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable))
 	}
-	defer s.release(sub)
+	defer s.unref(sub)
 	// The subscription exists from the moment its first subscriber is
 	// answered: every shard gets its saved start first.
 	if err := sub.prepare(ctx, spec, shards); err != nil {

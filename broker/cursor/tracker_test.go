@@ -72,7 +72,6 @@ func fetched(tr *Tracker, offset int64) bool {
 	return deliver
 }
 
-
 // TestTracker_RandomAcksNeverCommitPastAnUnackedRecord is a property test
 // of the invariant, with gaps in the offsets as a compacted log has them.
 func TestTracker_RandomAcksNeverCommitPastAnUnackedRecord(t *testing.T) {
@@ -103,7 +102,6 @@ func TestTracker_RandomAcksNeverCommitPastAnUnackedRecord(t *testing.T) {
 		}
 	}
 }
-
 
 func TestTracker_RewindRedeliversOnlyWhatIsNotAcked(t *testing.T) {
 	tr := NewTracker(0, Saved{})

@@ -188,11 +188,11 @@ type consumer struct {
 
 	mu       sync.Mutex // guards the fields below
 	parts    map[tp]*partState
-	want     map[tp]bool
-	acks     int   // acks since the last save, all partitions
-	lastErr  error // the last fetch error, until a poll succeeds
-	topicErr error // a topic read does not exist
-	refresh  bool  // save every position, changed or not
+	assigned map[tp]bool // what Assign last gave
+	acks     int         // acks since the last save, all partitions
+	lastErr  error       // the last fetch error, until a poll succeeds
+	topicErr error       // a topic read does not exist
+	refresh  bool        // save every position, changed or not
 	closed   bool
 	events   map[tp]broker.ShardEvent // not taken yet
 	eventSig chan struct{}            // capacity 1: events has something
@@ -218,7 +218,7 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 		want[tp{s.Topic, s.Index}] = true
 	}
 	c.mu.Lock()
-	c.want = want
+	c.assigned = want
 	// Shards that leave stop at once, not when manage next runs: an
 	// Assign without a shard and another with it again, both before
 	// manage looks, must still rewind it (the node dropped what it had
@@ -254,7 +254,7 @@ func (c *consumer) removeLocked(parts map[string][]int32) {
 // no longer wanted either, so that it is not loaded again (taking the
 // fence from its new reader) until the node assigns it anew.
 func (c *consumer) forgetLocked(k tp) {
-	delete(c.want, k)
+	delete(c.assigned, k)
 	ps := c.parts[k]
 	if ps == nil {
 		return

@@ -89,7 +89,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 		}
 	}
 	c.mu.Lock()
-	for k := range c.want {
+	for k := range c.assigned {
 		ps := c.parts[k]
 		switch {
 		case ps == nil:
@@ -214,7 +214,7 @@ func (c *consumer) load(ctx context.Context, parts []tp) time.Time {
 		ps.fence = f
 		ps.topicID = ids[k.topic]
 		ps.fails, ps.retryAt = 0, time.Time{}
-		if !c.want[k] {
+		if !c.assigned[k] {
 			ps.to(phaseStopped) // unassigned while loading
 			continue
 		}

@@ -25,7 +25,7 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 		ps := c.parts[k]
 		switch {
 		case ps == nil:
-		case c.want[k] || ps.phase != phaseStopped:
+		case c.assigned[k] || ps.phase != phaseStopped:
 			c.mu.Unlock()
 			return fmt.Errorf("kafka: release %s/%d: it is assigned", k.topic, k.partition)
 		case ps.tr == nil: // never loaded: nothing to save

@@ -70,7 +70,7 @@ type consumer struct {
 
 	mu       sync.Mutex // guards the fields below
 	parts    map[posKey]*shardState
-	want     map[posKey]bool
+	assigned map[posKey]bool    // what Assign last gave
 	orphans  []*stream.Consumer // subscriptions to close (manage closes them)
 	acks     int
 	lastErr  error
@@ -94,7 +94,7 @@ func (b *Broker) Consume(_ context.Context, spec broker.SubscriptionSpec) (broke
 		spec:      spec,
 		log:       b.cfg.log().With("subscription", spec.Name),
 		parts:     map[posKey]*shardState{},
-		want:      map[posKey]bool{},
+		assigned:  map[posKey]bool{},
 		events:    map[posKey]broker.ShardEvent{},
 		eventSig:  make(chan struct{}, 1),
 		dataSig:   make(chan struct{}, 1),
@@ -129,7 +129,7 @@ func (c *consumer) Assign(shards []broker.ShardID) {
 		want[c.key(s)] = true
 	}
 	c.mu.Lock()
-	c.want = want
+	c.assigned = want
 	for k, ps := range c.parts {
 		if want[k] || ps.phase == phaseStopped {
 			continue
@@ -360,7 +360,7 @@ func (c *consumer) Abandon(shards []broker.ShardID) {
 // not loaded again (taking the fence from its new reader) until the node
 // assigns it anew.
 func (c *consumer) forgetLocked(k posKey) {
-	delete(c.want, k)
+	delete(c.assigned, k)
 	if ps := c.parts[k]; ps != nil {
 		c.stopReadingLocked(ps)
 		delete(c.parts, k)

@@ -76,7 +76,7 @@ func (c *consumer) reconcile(ctx context.Context) time.Time {
 	}
 	var subs []sub
 	c.mu.Lock()
-	for k := range c.want {
+	for k := range c.assigned {
 		ps := c.parts[k]
 		switch {
 		case ps == nil:
@@ -309,7 +309,7 @@ func (c *consumer) load(ctx context.Context, keys []posKey) time.Time {
 		ps.tr = cursor.NewTracker(max(pos.next, 0), pos.meta)
 		ps.fails = 0
 		ps.gen++
-		if !c.want[k] {
+		if !c.assigned[k] {
 			ps.phase = phaseStopped
 			continue
 		}

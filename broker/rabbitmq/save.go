@@ -141,7 +141,7 @@ func (c *consumer) Release(ctx context.Context, shards []broker.ShardID) error {
 		ps := c.parts[k]
 		switch {
 		case ps == nil:
-		case c.want[k] || ps.phase != phaseStopped:
+		case c.assigned[k] || ps.phase != phaseStopped:
 			c.mu.Unlock()
 			return fmt.Errorf("rabbitmq: release %s: it is assigned", streamName(s))
 		case ps.tr == nil:
