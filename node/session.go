@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -197,7 +197,11 @@ func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[
 // size approximates the message's encoded size.
 func (m outgoing) size() int { return m.d.Message.Size() + len(m.d.ID) + 64 }
 
-func shardName(s broker.ShardID) string { return fmt.Sprintf("%s/%d", s.Topic, s.Index) }
+func shardName(s broker.ShardID) string {
+	// Called for every message delivered: no fmt (it was 5% of a
+	// subscriber's CPU).
+	return s.Topic + "/" + strconv.FormatInt(int64(s.Index), 10)
+}
 
 func toProto(m outgoing) *pb.Message {
 	d := m.d
