@@ -3,11 +3,14 @@ package kafka
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 // publishShards publishes msgs one after another and returns the shard
@@ -49,5 +52,22 @@ func TestPublish_UnkeyedMessagesGoRoundTheShardsAndKeyedOnesStayOnTheirs(t *test
 	}
 	for _, p := range publishShards(t, b, keyed) {
 		require.EqualValues(t, 4, p, "user-1 lands on shard 4 of 8, as with the Java client")
+	}
+}
+
+// TestKeyShard_MatchesFranzGosKafkaHasher: the backend-neutral key rule
+// (cursor.KeyShard, which the RabbitMQ backend uses) puts every key where
+// this backend's partitioner (franz-go's Java-compatible hasher) does.
+func TestKeyShard_MatchesFranzGosKafkaHasher(t *testing.T) {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("t")
+	r := rand.New(rand.NewPCG(7, 7))
+	for i := range 2000 {
+		key := make([]byte, i%40)
+		for j := range key {
+			key[j] = byte(r.UintN(256))
+		}
+		for _, n := range []int{1, 3, 8, 100} {
+			require.Equal(t, p.Partition(&kgo.Record{Key: key}, n), cursor.KeyShard(key, n), "key %x of %d", key, n)
+		}
 	}
 }

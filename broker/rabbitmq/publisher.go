@@ -13,6 +13,7 @@ import (
 	"github.com/rabbitmq/rabbitmq-stream-go-client/pkg/stream"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/cursor"
 )
 
 var (
@@ -190,7 +191,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message, done func(bro
 // round-robin for unkeyed messages.
 func (b *Broker) pick(msg *broker.Message, n int) int32 {
 	if msg.Key != nil {
-		return int32((murmur2(msg.Key) & 0x7fffffff) % uint32(n))
+		return int32(cursor.KeyShard(msg.Key, n))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -388,37 +389,3 @@ func (b *Broker) Abort() {
 
 // MaxMessageBytes is the size limit this backend was configured with.
 func (b *Broker) MaxMessageBytes() int { return b.cfg.MaxMessageBytes }
-
-// murmur2 is Kafka's Java client's key hash.
-func murmur2(data []byte) uint32 {
-	const (
-		seed uint32 = 0x9747b28c
-		m    uint32 = 0x5bd1e995
-		r           = 24
-	)
-	h := seed ^ uint32(len(data))
-	for len(data) >= 4 {
-		k := binary.LittleEndian.Uint32(data)
-		k *= m
-		k ^= k >> r
-		k *= m
-		h *= m
-		h ^= k
-		data = data[4:]
-	}
-	switch len(data) {
-	case 3:
-		h ^= uint32(data[2]) << 16
-		fallthrough
-	case 2:
-		h ^= uint32(data[1]) << 8
-		fallthrough
-	case 1:
-		h ^= uint32(data[0])
-		h *= m
-	}
-	h ^= h >> 13
-	h *= m
-	h ^= h >> 15
-	return h
-}
