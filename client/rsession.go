@@ -1,0 +1,132 @@
+package client
+
+// The ack batcher of one Receive stream: handlers add acks and nacks from
+// any goroutine; one goroutine per stream sends them in batches until the
+// stream closes or breaks.
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// rsession is one stream of a Receive with its ack batcher.
+type rsession struct {
+	sub       *Subscriber
+	size      int
+	dead      chan struct{} // closed when the stream is gone: acks are dropped
+	stopAcker chan struct{} // closed to flush and stop the batcher
+	ackerDone chan struct{}
+	kick      chan struct{} // the batch got its first id, or filled up
+	delivered atomic.Int64  // messages received
+	settled   atomic.Int64  // acks and nacks the stream took
+	deadOnce  sync.Once
+
+	mu    sync.Mutex // guards acks, nacks and gone
+	acks  []string
+	nacks []string
+	gone  bool
+}
+
+func newRSession(sub *Subscriber, set ReceiveSettings) *rsession {
+	s := &rsession{sub: sub, size: set.AckBatchSize, dead: make(chan struct{}),
+		stopAcker: make(chan struct{}), ackerDone: make(chan struct{}), kick: make(chan struct{}, 1)}
+	go s.batchAcks(set.AckBatchDelay)
+	return s
+}
+
+// add queues an ack or nack for the batcher (handlers call it; it never
+// blocks).
+func (s *rsession) add(id string, nack bool) {
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return // the stream is gone: the message comes back
+	}
+	if nack {
+		s.nacks = append(s.nacks, id)
+	} else {
+		s.acks = append(s.acks, id)
+	}
+	n := len(s.acks) + len(s.nacks)
+	s.mu.Unlock()
+	if n == 1 || n >= s.size {
+		select {
+		case s.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// batchAcks sends acks and nacks in batches until stopped (after a last
+// flush) or the stream is gone.
+func (s *rsession) batchAcks(delay time.Duration) {
+	defer close(s.ackerDone)
+	timer := time.NewTimer(delay)
+	timer.Stop()
+	armed := false
+	flush := func() {
+		timer.Stop()
+		armed = false
+		s.mu.Lock()
+		acks, nacks := s.acks, s.nacks
+		s.acks, s.nacks = nil, nil
+		s.mu.Unlock()
+		if len(acks) > 0 && s.sub.Ack(acks...) == nil {
+			s.settled.Add(int64(len(acks)))
+		}
+		if len(nacks) > 0 && s.sub.Nack(nacks...) == nil {
+			s.settled.Add(int64(len(nacks)))
+		}
+	}
+	for {
+		select {
+		case <-s.kick:
+			s.mu.Lock()
+			n := len(s.acks) + len(s.nacks)
+			s.mu.Unlock()
+			switch {
+			case n >= s.size:
+				flush()
+			case n > 0 && !armed:
+				timer.Reset(delay)
+				armed = true
+			}
+		case <-timer.C:
+			flush()
+		case <-s.stopAcker:
+			flush()
+			return
+		case <-s.dead:
+			return
+		}
+	}
+}
+
+// end stops taking acks: what is queued stays for a last flush.
+func (s *rsession) end() {
+	s.mu.Lock()
+	s.gone = true
+	s.mu.Unlock()
+}
+
+// close ends the stream gracefully: the last acks, then a half-close that
+// the server answers by ending the stream once it applied them all.
+func (s *rsession) close() error {
+	s.end()
+	close(s.stopAcker)
+	<-s.ackerDone
+	err := s.sub.Close()
+	s.deadOnce.Do(func() { close(s.dead) })
+	return err
+}
+
+// breakOff gives up a broken stream and counts the messages whose ack or
+// nack never reached it.
+func (s *rsession) breakOff() int {
+	s.end()
+	s.deadOnce.Do(func() { close(s.dead) })
+	<-s.ackerDone
+	_ = s.sub.Close()
+	return int(s.delivered.Load() - s.settled.Load())
+}
