@@ -206,7 +206,7 @@ func TestFence_StaleWriterCannotMovePositionBackwards(t *testing.T) {
 
 func TestOutage_PollReportsUnavailableThenRecoversWithNothingLost(t *testing.T) {
 	if testing.Short() {
-		t.Skip("restarts the server")
+		t.Skip("-short: this test stops and restarts the rabbitmq-server (about 15 s); CI runs it")
 	}
 	b := backend(t, nil)
 	topic := newTopic(t, b, 2)
