@@ -304,7 +304,7 @@ func (r *receiver) stopWorkers() {
 // does.
 func (r *receiver) serve(ctx context.Context, sess *rsession) error {
 	for {
-		msgs, notice, err := sess.sub.recv(ctx)
+		msgs, notice, err := sess.sub.RecvContext(ctx)
 		if err != nil {
 			return err
 		}

@@ -172,11 +172,12 @@ func toReceived(resp *pb.SubscribeResponse) received {
 // error with the stream's status (io.EOF when the server ended it with OK,
 // as it does after Close).
 func (s *Subscriber) Recv() ([]Received, *Notice, error) {
-	return s.recv(context.Background())
+	return s.RecvContext(context.Background())
 }
 
-// recv is Recv that also returns when ctx ends (with ctx's error).
-func (s *Subscriber) recv(ctx context.Context) ([]Received, *Notice, error) {
+// RecvContext is Recv that also returns when ctx ends (with ctx's error);
+// the stream stays open.
+func (s *Subscriber) RecvContext(ctx context.Context) ([]Received, *Notice, error) {
 	select {
 	case it := <-s.items:
 		return it.msgs, it.notice, nil
