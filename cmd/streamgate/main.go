@@ -5,6 +5,7 @@
 //	streamgate publish [flags]    publish messages from flags or stdin lines
 //	streamgate subscribe [flags]  print a subscription's messages and ack them
 //	streamgate status [flags]     print the cluster's members and assignments
+//	streamgate bench [flags]      measure throughput, latency and CPU per message
 //	streamgate help [subcommand]  list the subcommands, or one's flags
 //
 // Every flag can also be set by an environment variable: the flag name
@@ -89,6 +90,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return runSubscribe(ctx, args, stdout, stderr)
 	case "status":
 		return runStatus(ctx, args, stdout, stderr)
+	case "bench":
+		return runBench(ctx, args, stdout, stderr)
 	default:
 		return badUsage("", fmt.Errorf("unknown subcommand %q", cmd))
 	}
@@ -112,6 +115,7 @@ var subcommands = []struct{ name, summary string }{
 	{"publish", "publish messages from flags or stdin lines"},
 	{"subscribe", "print a subscription's messages and ack them"},
 	{"status", "print the cluster's members and subscriptions' assignments"},
+	{"bench", "measure throughput, latency and CPU per message, against direct franz-go"},
 }
 
 // summary is a subcommand's line in the list.
