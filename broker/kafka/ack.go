@@ -13,7 +13,7 @@ func (c *consumer) Ack(ids ...string) {
 	commit := false
 	c.mu.Lock()
 	for _, id := range ids {
-		p, err := decodeID(id)
+		p, err := decodeIDIn(id, c.topics)
 		if err != nil {
 			continue
 		}
@@ -45,7 +45,7 @@ func (c *consumer) Delivered(ids ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range ids {
-		p, err := decodeID(id)
+		p, err := decodeIDIn(id, c.topics)
 		if err != nil {
 			continue
 		}

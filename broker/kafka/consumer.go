@@ -78,6 +78,10 @@ func (b *Broker) Consume(_ context.Context, spec broker.SubscriptionSpec) (broke
 		eventSig:  make(chan struct{}, 1),
 		kick:      make(chan struct{}, 1),
 		commitNow: make(chan struct{}, 1),
+		topics:    make(map[string]string, len(spec.Topics)),
+	}
+	for _, t := range spec.Topics {
+		c.topics[t] = t
 	}
 	opts := append(b.commonOpts(),
 		kgo.MaxVersions(fencedVersions()),
@@ -185,6 +189,9 @@ type consumer struct {
 	cl     *kgo.Client
 	adm    *kadm.Client
 	health healthHook
+	// topics maps each of spec's topics to itself: decoding an id takes
+	// the topic's string from here instead of allocating one (read only).
+	topics map[string]string
 
 	mu       sync.Mutex // guards the fields below
 	parts    map[tp]*partState

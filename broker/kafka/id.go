@@ -21,17 +21,38 @@ type position struct {
 	offset    int64
 }
 
+// maxRawID is the longest packed id: Kafka topic names are 1..249 bytes.
+const maxRawID = 1 + 2*binary.MaxVarintLen64 + 249
+
+// encodeID packs and encodes p with one allocation, the string itself:
+// it runs for every message fetched and published.
 func encodeID(p position) string {
-	buf := make([]byte, 0, 1+2*binary.MaxVarintLen64+len(p.topic))
-	buf = append(buf, idVersion)
+	var raw [maxRawID]byte
+	buf := append(raw[:0], idVersion)
 	buf = binary.AppendUvarint(buf, uint64(p.partition))
 	buf = binary.AppendUvarint(buf, uint64(p.offset))
 	buf = append(buf, p.topic...)
-	return base64.RawURLEncoding.EncodeToString(buf)
+	var enc [(maxRawID*8 + 5) / 6]byte
+	n := base64.RawURLEncoding.EncodedLen(len(buf))
+	if n > len(enc) {
+		return base64.RawURLEncoding.EncodeToString(buf) // a topic longer than Kafka allows
+	}
+	base64.RawURLEncoding.Encode(enc[:n], buf)
+	return string(enc[:n])
 }
 
-func decodeID(id string) (position, error) {
-	buf, err := base64.RawURLEncoding.DecodeString(id)
+func decodeID(id string) (position, error) { return decodeIDIn(id, nil) }
+
+// decodeIDIn is decodeID that takes the topic's string from topics when it
+// is there (a subscription's topics), so that decoding an ack allocates
+// nothing.
+func decodeIDIn(id string, topics map[string]string) (position, error) {
+	var raw [maxRawID]byte
+	if base64.RawURLEncoding.DecodedLen(len(id)) > len(raw) {
+		return position{}, errBadID
+	}
+	n, err := base64.RawURLEncoding.Decode(raw[:], []byte(id))
+	buf := raw[:n]
 	if err != nil || len(buf) < 4 || buf[0] != idVersion {
 		return position{}, errBadID
 	}
@@ -49,5 +70,9 @@ func decodeID(id string) (position, error) {
 	if len(buf) == 0 || len(buf) > 249 { // Kafka topic names are 1..249 bytes
 		return position{}, errBadID
 	}
-	return position{topic: string(buf), partition: int32(part), offset: int64(off)}, nil
+	topic, ok := topics[string(buf)]
+	if !ok {
+		topic = string(buf)
+	}
+	return position{topic: topic, partition: int32(part), offset: int64(off)}, nil
 }

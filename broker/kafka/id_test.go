@@ -18,8 +18,30 @@ func TestID_RoundTrips(t *testing.T) {
 	}
 }
 
+func TestID_EncodeAndDecodeWithTheTopicsAllocateOnce(t *testing.T) {
+	p := position{topic: "orders", partition: 7, offset: 123456789}
+	id := encodeID(p)
+	topics := map[string]string{"orders": "orders"}
+	require.InDelta(t, 1, testing.AllocsPerRun(100, func() { _ = encodeID(p) }), 0, "the string only")
+	require.InDelta(t, 0, testing.AllocsPerRun(100, func() {
+		if _, err := decodeIDIn(id, topics); err != nil {
+			panic(err)
+		}
+	}), 0, "a known topic's string is reused")
+	got, err := decodeIDIn(id, topics)
+	require.NoError(t, err)
+	require.Equal(t, p, got)
+	got, err = decodeIDIn(id, map[string]string{"other": "other"})
+	require.NoError(t, err)
+	require.Equal(t, p, got, "an unknown topic is decoded all the same")
+}
+
 func TestID_MalformedIsRejected(t *testing.T) {
-	for _, id := range []string{"", "!!!", "AQ", "AgEAZGVtbw" /* version 2 */, "AQEA" /* no topic */, "AQ" + "____________8B"} {
+	long := make([]byte, 1000)
+	for i := range long {
+		long[i] = 'A'
+	}
+	for _, id := range []string{string(long), "", "!!!", "AQ", "AgEAZGVtbw" /* version 2 */, "AQEA" /* no topic */, "AQ" + "____________8B"} {
 		_, err := decodeID(id)
 		require.ErrorIs(t, err, errBadID, "id %q", id)
 	}

@@ -58,16 +58,24 @@ func (c *consumer) Poll(ctx context.Context, max int) ([]broker.Delivery, error)
 		fetchErr = fmt.Errorf("fetching %s/%d: %w", topic, p, err)
 	})
 
-	var out []broker.Delivery
+	out := make([]broker.Delivery, 0, fs.NumRecords())
 	restart := map[tp]bool{}
 	over := map[tp]bool{} // at the buffer limit: the rest of what was fetched waits in the broker
 	pause := map[string][]int32{}
 	remove := map[string][]int32{}
 	now := time.Now()
 	c.mu.Lock()
+	// Records come in runs of one partition: look its state up once a run.
+	var (
+		lastK  tp
+		lastPS *partState
+	)
 	fs.EachRecord(func(r *kgo.Record) {
 		k := tp{r.Topic, r.Partition}
-		ps := c.parts[k]
+		if lastPS == nil || k != lastK {
+			lastK, lastPS = k, c.parts[k]
+		}
+		ps := lastPS
 		if ps == nil || ps.tr == nil || (ps.phase != phaseFetching && ps.phase != phasePaused) {
 			return // stopped or failed since: fetched again from tr.Next() when wanted
 		}
