@@ -143,10 +143,22 @@ func (s *subscription) polled(r pollResult) {
 	if s.consumer == nil {
 		return // a late result from a closed consumer
 	}
+	// Deliveries come in runs of one shard: its queue and whether this
+	// node reads it are looked up once a run, and the messages of a poll
+	// are allocated together.
+	var (
+		run   broker.ShardID
+		q     *shardQueue
+		local bool
+	)
+	msgs := make([]message, len(r.ds))
+	added := 0
 	for i := range r.ds {
-		d := r.ds[i]
-		q := s.queue(d.Shard)
-		if !s.readsLocally(d.Shard) {
+		d := &r.ds[i]
+		if q == nil || d.Shard != run {
+			run, q, local = d.Shard, s.queue(d.Shard), s.readsLocally(d.Shard)
+		}
+		if !local {
 			continue // moved away since the fetch; fetched again by its next reader
 		}
 		if s.known[d.ID] {
@@ -154,9 +166,12 @@ func (s *subscription) polled(r pollResult) {
 		}
 		s.known[d.ID] = true
 		s.seq++
-		q.pending = append(q.pending, &message{d: d, seq: s.seq, attempt: d.Attempts})
-		s.addBuffered(1)
+		m := &msgs[i]
+		m.d, m.seq, m.attempt = *d, s.seq, d.Attempts
+		q.pending = append(q.pending, m)
+		added++
 	}
+	s.addBuffered(added)
 	now := time.Now()
 	if len(s.fetching) == 0 {
 		r.err = nil // a poll from before this node stopped reading: nothing to report

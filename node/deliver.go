@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/streamgate/streamgate/broker"
 )
 
 // dispatch hands queued messages to the shards' owners, within their
@@ -91,6 +93,11 @@ func (s *subscription) ack(sess *session, ids []string) {
 		return
 	}
 	acked := make([]string, 0, len(ids))
+	// Acks come in runs of one shard: its queue is looked up once a run.
+	var (
+		run broker.ShardID
+		q   *shardQueue
+	)
 	for _, id := range ids {
 		m := sess.inflight[id]
 		if m == nil {
@@ -99,7 +106,9 @@ func (s *subscription) ack(sess *session, ids []string) {
 		}
 		delete(sess.inflight, id)
 		delete(s.known, id)
-		q := s.queue(m.d.Shard)
+		if q == nil || m.d.Shard != run {
+			run, q = m.d.Shard, s.queue(m.d.Shard)
+		}
 		q.settle(1)
 		if q.held == 0 && !s.readsLocally(m.d.Shard) {
 			defer s.maybeRelease(m.d.Shard) // after the ack reaches the consumer

@@ -48,10 +48,16 @@ func (s *publishService) Publish(stream grpc.BidiStreamingServer[pb.PublishReque
 	defer cancel()
 
 	ps := &publishStream{
-		svc:     s,
-		window:  make(chan struct{}, s.cfg.PublishWindow),
-		results: make(chan *pb.PublishResult, s.cfg.PublishWindow),
-		eof:     make(chan struct{}),
+		svc: s,
+		// Not the stream's context: a message taken is published (or
+		// fails by the publish timeout) even when its stream ends first.
+		// franz-go fails a partition's whole queue when its head record's
+		// context is canceled, so a client that went away would fail
+		// other clients' messages with CANCELED.
+		detached: context.WithoutCancel(ctx),
+		window:   make(chan struct{}, s.cfg.PublishWindow),
+		results:  make(chan *pb.PublishResult, s.cfg.PublishWindow),
+		eof:      make(chan struct{}),
 	}
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- ps.sendLoop(ctx, stream) }()
@@ -68,7 +74,8 @@ func (s *publishService) Publish(stream grpc.BidiStreamingServer[pb.PublishReque
 
 // publishStream is the state of one Publish call.
 type publishStream struct {
-	svc *publishService
+	svc      *publishService
+	detached context.Context // the stream's values without its cancellation
 	// window holds one token per unconfirmed message.
 	window chan struct{}
 	// results never fills: each entry holds a window token.
@@ -115,12 +122,7 @@ func (ps *publishStream) publish(ctx context.Context, m *pb.OutgoingMessage) err
 	}
 	ps.svc.metrics.publishBufferedBytes.Add(float64(size))
 	reqID := m.GetRequestId()
-	// Not the stream's context: a message taken is published (or fails by
-	// the publish timeout) even when its stream ends first. franz-go fails
-	// a partition's whole queue when its head record's context is
-	// canceled, so a client that went away would fail other clients'
-	// messages with CANCELED.
-	ps.svc.backend.Publish(context.WithoutCancel(ctx), msg, func(r broker.PublishResult) {
+	ps.svc.backend.Publish(ps.detached, msg, func(r broker.PublishResult) {
 		ps.svc.bytes.Release(size)
 		ps.svc.metrics.publishBufferedBytes.Sub(float64(size))
 		ps.results <- &pb.PublishResult{RequestId: reqID, MessageId: r.ID, Error: toStatus(r.Err)}
@@ -157,9 +159,18 @@ func (ps *publishStream) sendLoop(ctx context.Context, stream grpc.BidiStreaming
 			}
 		}
 		err := stream.Send(&pb.PublishResponse{Results: batch})
+		// Counted per code once a batch: the label lookup hashes its value.
+		ok := 0
 		for _, r := range batch {
-			ps.svc.metrics.publishResults.WithLabelValues(codes.Code(r.GetError().GetCode()).String()).Inc()
+			if c := codes.Code(r.GetError().GetCode()); c == codes.OK {
+				ok++
+			} else {
+				ps.svc.metrics.publishResults.WithLabelValues(c.String()).Inc()
+			}
 			<-ps.window
+		}
+		if ok > 0 {
+			ps.svc.metrics.publishResults.WithLabelValues(codes.OK.String()).Add(float64(ok))
 		}
 		if err != nil {
 			return err

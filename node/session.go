@@ -151,6 +151,7 @@ func (o *outbox) hold(msgs []outgoing) {
 // another node reads now (the dispatcher drops those).
 func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[pb.SubscribeRequest, pb.SubscribeResponse], standing func() bool) error {
 	var retry <-chan time.Time
+	var names shardNames
 	for {
 		select {
 		case <-o.signal:
@@ -169,16 +170,15 @@ func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[
 			retry = time.After(50 * time.Millisecond)
 		}
 		for len(msgs) > 0 {
-			var batch []*pb.Message
-			size := 0
-			for len(msgs) > 0 && len(batch) < maxMessagesPerBatch && (len(batch) == 0 || size+msgs[0].size() <= maxBatchBytes) {
-				size += msgs[0].size()
-				batch = append(batch, toProto(msgs[0]))
-				msgs = msgs[1:]
+			n, size := 0, 0
+			for n < len(msgs) && n < maxMessagesPerBatch && (n == 0 || size+msgs[n].size() <= maxBatchBytes) {
+				size += msgs[n].size()
+				n++
 			}
-			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Messages{Messages: &pb.MessageBatch{Messages: batch}}}); err != nil {
+			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Messages{Messages: &pb.MessageBatch{Messages: names.toProto(msgs[:n])}}}); err != nil {
 				return err
 			}
+			msgs = msgs[n:]
 		}
 		if notice != nil && terminal == nil {
 			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Notice{Notice: notice}}); err != nil {
@@ -198,31 +198,55 @@ func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[
 func (m outgoing) size() int { return m.d.Message.Size() + len(m.d.ID) + 64 }
 
 func shardName(s broker.ShardID) string {
-	// Called for every message delivered: no fmt (it was 5% of a
-	// subscriber's CPU).
 	return s.Topic + "/" + strconv.FormatInt(int64(s.Index), 10)
 }
 
-func toProto(m outgoing) *pb.Message {
-	d := m.d
-	pm := &pb.Message{
-		Id:              d.ID,
-		Topic:           d.Message.Topic,
-		Key:             d.Message.Key,
-		Payload:         d.Message.Payload,
-		DeliveryAttempt: m.attempt,
-		Shard:           shardName(d.Shard),
+// shardNames remembers the last shard's name: messages come in runs of a
+// shard, and the name is built for each run rather than each message.
+type shardNames struct {
+	last broker.ShardID
+	name string
+}
+
+func (n *shardNames) of(s broker.ShardID) string {
+	if n.name == "" || s != n.last {
+		n.last, n.name = s, shardName(s)
 	}
-	if !d.PublishTime.IsZero() {
-		pm.PublishTime = timestamppb.New(d.PublishTime)
-	}
-	if len(d.Message.Headers) > 0 {
-		pm.Headers = make([]*pb.Header, len(d.Message.Headers))
-		for i, h := range d.Message.Headers {
-			pm.Headers[i] = &pb.Header{Key: h.Key, Value: h.Value}
+	return n.name
+}
+
+// toProto converts a batch of messages with one allocation for all the
+// messages and one for all their publish times, not one each: this runs
+// for every message delivered.
+func (n *shardNames) toProto(msgs []outgoing) []*pb.Message {
+	pms := make([]pb.Message, len(msgs))
+	out := make([]*pb.Message, len(msgs))
+	var times []timestamppb.Timestamp
+	for i, m := range msgs {
+		d, pm := m.d, &pms[i]
+		pm.Id = d.ID
+		pm.Topic = d.Message.Topic
+		pm.Key = d.Message.Key
+		pm.Payload = d.Message.Payload
+		pm.DeliveryAttempt = m.attempt
+		pm.Shard = n.of(d.Shard)
+		if !d.PublishTime.IsZero() {
+			if times == nil {
+				times = make([]timestamppb.Timestamp, len(msgs))
+			}
+			ts := &times[i]
+			ts.Seconds, ts.Nanos = d.PublishTime.Unix(), int32(d.PublishTime.Nanosecond())
+			pm.PublishTime = ts
 		}
+		if len(d.Message.Headers) > 0 {
+			pm.Headers = make([]*pb.Header, len(d.Message.Headers))
+			for j, h := range d.Message.Headers {
+				pm.Headers[j] = &pb.Header{Key: h.Key, Value: h.Value}
+			}
+		}
+		out[i] = pm
 	}
-	return pm
+	return out
 }
 
 func notice(c codes.Code, terminal bool, msg string) *pb.Notice {
