@@ -94,7 +94,7 @@ func (b *Broker) producerOpts() []kgo.Opt {
 		// publishes it again can make a duplicate (at-least-once).
 		kgo.AllowIdempotentProduceCancellation(),
 		kgo.ProducerBatchMaxBytes(int32(b.cfg.MaxMessageBytes)+1024),
-		kgo.ProducerLinger(0),
+		kgo.ProducerLinger(b.cfg.ProducerLinger),
 	)
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -70,4 +71,24 @@ func TestKeyShard_MatchesFranzGosKafkaHasher(t *testing.T) {
 			require.Equal(t, p.Partition(&kgo.Record{Key: key}, n), cursor.KeyShard(key, n), "key %x of %d", key, n)
 		}
 	}
+}
+
+// TestPublish_ProducerLingerHoldsABatchOpen: with a linger the producer
+// waits that long for more records before it sends a batch, so two
+// messages published one after the other go in one batch, and the first
+// result comes no sooner than the linger (a coarse lower bound).
+func TestPublish_ProducerLingerHoldsABatchOpen(t *testing.T) {
+	const linger = 300 * time.Millisecond
+	h := newHarness(t, 1, "linger")
+	b := h.backend(func(c *Config) { c.ProducerLinger = linger })
+	publishShards(t, b, []*broker.Message{{Topic: "linger", Payload: []byte("warm")}}) // metadata loaded
+	start := time.Now()
+	res := make(chan broker.PublishResult, 2)
+	for _, p := range []string{"a", "b"} {
+		b.Publish(context.Background(), &broker.Message{Topic: "linger", Payload: []byte(p)}, func(r broker.PublishResult) { res <- r })
+	}
+	for range 2 {
+		require.NoError(t, (<-res).Err)
+	}
+	require.GreaterOrEqual(t, time.Since(start), linger-50*time.Millisecond, "the batch waited for the linger")
 }

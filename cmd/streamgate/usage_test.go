@@ -189,6 +189,7 @@ func TestCLI_ServeValidatesEverySettingBeforeStartingAnything(t *testing.T) {
 		{"kafka", []string{"--commit-every", "0"}, "--commit-every: must be at least 1, got 0"},
 		{"kafka per shard", []string{"--max-buffered-per-shard", "1"}, "--max-buffered-per-shard: must be at least 2, got 1"},
 		{"kafka timeout", []string{"--publish-timeout", "-1s"}, "--publish-timeout: must be positive, got -1s"},
+		{"producer linger", []string{"--producer-linger", "2m"}, "--producer-linger: must be between 0 and 1m, got 2m0s"},
 		{"embedded broker", []string{"--embedded-partitions", "0"}, "--embedded-partitions: must be at least 1, got 0"},
 		{"cluster", append(gossip, "--gossip-probe-timeout", "1s"),
 			"--gossip-probe-timeout: must be positive and shorter than --gossip-probe-interval (default 150ms)"},
