@@ -14,10 +14,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/resolver/manual"
 
+	"github.com/streamgate/streamgate/internal/codec"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
@@ -35,13 +37,20 @@ type Client struct {
 //     the ones that do not answer;
 //   - keepalive pings every 10 s (the least grpc-go allows), so a stream on
 //     a node that froze or vanished without closing its connections fails
-//     within about 15 s instead of waiting forever.
+//     within about 15 s instead of waiting forever;
+//   - for this connection only (nothing is registered globally), a protobuf
+//     codec on generated vtprotobuf code, a buffer pool that does not clear
+//     buffers, and 1 MiB read and write buffers. Received messages are
+//     decoded as with grpc's standard codec: every payload has memory of
+//     its own.
 func DefaultDialOptions() []grpc.DialOption {
 	return []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16 << 20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20), grpc.ForceCodecV2(codec.New(codec.BufferPool(), codec.Copy))),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		experimental.WithBufferPool(codec.BufferPool()),
+		grpc.WithReadBufferSize(1 << 20), grpc.WithWriteBufferSize(1 << 20),
 	}
 }
 
