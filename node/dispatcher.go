@@ -26,6 +26,7 @@ import (
 
 	"github.com/streamgate/streamgate/broker"
 	"github.com/streamgate/streamgate/cluster"
+	"github.com/streamgate/streamgate/ring"
 )
 
 // subscription is the per-subscription dispatcher of one node: it owns the
@@ -81,6 +82,7 @@ type subscription struct {
 	haveView     bool                        // remote came from a view event, newer than any join's snapshot
 	owner        map[broker.ShardID]*session // local owners, from the ring
 	ownerID      map[broker.ShardID]string   // every owner, local or remote
+	ring         *ring.Ring                  // over every subscriber, as of the last recompute
 	queues       map[broker.ShardID]*shardQueue
 	known        map[string]bool           // ids queued or in flight: a message is never held twice
 	claimed      map[broker.ShardID]bool   // claims this node gossips

@@ -16,7 +16,6 @@ import (
 
 	"github.com/streamgate/streamgate/broker"
 	"github.com/streamgate/streamgate/cluster"
-	"github.com/streamgate/streamgate/ring"
 )
 
 // recompute derives the assignment from the ring over every subscriber
@@ -43,7 +42,10 @@ func (s *subscription) recompute() {
 	owner := make(map[broker.ShardID]*session, len(s.shards))
 	ownerID := make(map[broker.ShardID]string, len(s.shards))
 	changed := 0
-	for name, id := range ring.Assign(ids, names) {
+	// Rebuilt from the last ring: a join or a leave hashes only the
+	// newcomers, so a burst of N joins is not N full rings.
+	s.ring = s.ring.Rebuild(ids)
+	for name, id := range s.ring.Assign(names) {
 		sh := byName[name]
 		ownerID[sh] = id
 		if s.ownerID[sh] != id {
