@@ -83,6 +83,10 @@ type subscription struct {
 	owner        map[broker.ShardID]*session // local owners, from the ring
 	ownerID      map[broker.ShardID]string   // every owner, local or remote
 	ring         *ring.Ring                  // over every subscriber, as of the last recompute
+	stale        bool                        // sessions joined or left since the last recompute (recomputeStale)
+	recomputeAt  time.Time                   // recomputeStale waits until then
+	due          <-chan time.Time            // dueTimer's channel while it is armed for recomputeStale; nil otherwise
+	dueTimer     *time.Timer
 	queues       map[broker.ShardID]*shardQueue
 	known        map[string]bool           // ids queued or in flight: a message is never held twice
 	claimed      map[broker.ShardID]bool   // claims this node gossips
@@ -215,10 +219,13 @@ func (s *subscription) run() {
 	}
 	tick := time.NewTicker(max(min(s.cfg.AckTimeout/4, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
+	defer s.stopDue()
 	for {
 		select {
 		case ev := <-s.events:
 			s.handle(ev)
+		case <-s.due:
+			s.due = nil // recomputeStale below
 		case r := <-s.poll:
 			s.polled(r)
 		case r := <-s.released:
@@ -254,8 +261,13 @@ func (s *subscription) run() {
 			s.local.set(s.name, cluster.SubscriptionState{}, true)
 			return
 		}
+		if s.stale {
+			s.recomputeStale(time.Now())
+		}
 		s.checkStanding()
-		s.dispatch()
+		if !s.stale { // owner may name a session that left
+			s.dispatch()
+		}
 	}
 }
 
@@ -286,6 +298,9 @@ func (s *subscription) handle(ev event) {
 			s.end(sess, codes.Unavailable, "node draining, reconnect")
 		}
 	case evDescribe:
+		if s.stale {
+			s.recompute() // report the claims of the subscribers it has
+		}
 		ev.info <- s.describe()
 	case evShards:
 		if len(s.sessions) > 0 && slices.Equal(ev.spec.Topics, s.topics) && !slices.Equal(ev.shards, s.shards) {

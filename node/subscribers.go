@@ -17,7 +17,10 @@ import (
 
 // add joins sess (evJoin), opening the backend consumer for the first
 // one. It fails while the node drains, and when sess names other topics
-// than the subscription's subscribers here or on other nodes.
+// than the subscription's subscribers here or on other nodes. The ring
+// takes sess in at the next recompute, before anything is dispatched
+// (recomputeStale): sess is answered at once, and a burst of joins is one
+// recompute.
 func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards []broker.ShardID, remote remoteState) error {
 	if s.draining.Load() {
 		return fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable)
@@ -51,7 +54,7 @@ func (s *subscription) add(sess *session, spec broker.SubscriptionSpec, shards [
 			return err
 		}
 	}
-	s.recompute()
+	s.stale = true // recomputeStale
 	if s.pollErr != nil {
 		sess.out.notify(notice(codes.Unavailable, false, "backend unavailable: "+s.pollErr.Error()))
 	}
@@ -65,7 +68,8 @@ func (s *subscription) end(sess *session, c codes.Code, msg string) {
 }
 
 // remove takes sess out: its in-flight messages go back to the front of
-// their shards, for the shards' next owners.
+// their shards, for the shards' next owners. As with add, the ring lets
+// it go at the next recompute, before anything is dispatched.
 func (s *subscription) remove(sess *session) {
 	if sess.gone || s.sessions[sess.id] != sess {
 		return
@@ -78,7 +82,7 @@ func (s *subscription) remove(sess *session) {
 		s.closeConsumer()
 		return
 	}
-	s.recompute()
+	s.stale = true // recomputeStale
 }
 
 // resolveConflicts ends local sessions whose topics differ from a remote
