@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
+	"unicode/utf8"
 
 	"golang.org/x/sync/semaphore"
 	"google.golang.org/grpc"
@@ -76,6 +78,7 @@ func (s *publishService) Publish(stream grpc.BidiStreamingServer[pb.PublishReque
 type publishStream struct {
 	svc      *publishService
 	detached context.Context // the stream's values without its cancellation
+	topics   topicNames
 	// window holds one token per unconfirmed message.
 	window chan struct{}
 	// results never fills: each entry holds a window token.
@@ -111,6 +114,9 @@ func (ps *publishStream) publish(ctx context.Context, m *pb.OutgoingMessage) err
 	}
 
 	msg, err := ps.svc.validate(m)
+	if err == nil {
+		msg.Topic = ps.topics.of(msg.Topic)
+	}
 	if err != nil {
 		ps.results <- &pb.PublishResult{RequestId: m.GetRequestId(), Error: toStatus(err)}
 		return nil
@@ -186,6 +192,20 @@ func (s *publishService) validate(m *pb.OutgoingMessage) (*broker.Message, error
 	if m.GetTopic() == "" {
 		return nil, invalidf("request %q: topic is empty", m.GetRequestId())
 	}
+	// The codec decodes strings without checking UTF-8 (protobuf's own
+	// code rejected the whole request); a string that is not UTF-8 would
+	// break other languages' clients that receive it.
+	if !utf8.ValidString(m.GetRequestId()) {
+		return nil, invalidf("request id %q is not UTF-8", m.GetRequestId())
+	}
+	if !utf8.ValidString(m.GetTopic()) {
+		return nil, invalidf("request %q: topic %q is not UTF-8", m.GetRequestId(), m.GetTopic())
+	}
+	for _, h := range m.GetHeaders() {
+		if !utf8.ValidString(h.GetKey()) {
+			return nil, invalidf("request %q: header key %q is not UTF-8", m.GetRequestId(), h.GetKey())
+		}
+	}
 	msg := &broker.Message{Topic: m.GetTopic(), Key: m.GetKey(), Payload: m.GetPayload()}
 	if hs := m.GetHeaders(); len(hs) > 0 {
 		msg.Headers = make([]broker.Header, len(hs))
@@ -197,4 +217,20 @@ func (s *publishService) validate(m *pb.OutgoingMessage) (*broker.Message, error
 		return nil, invalidf("request %q: message is %d bytes, over the limit of %d", m.GetRequestId(), n, s.cfg.MaxMessageBytes)
 	}
 	return msg, nil
+}
+
+// topicNames gives a stream's messages topic strings of their own. A
+// decoded request's strings point into its frame (the codec aliases it),
+// and the producer keeps a topic's string for as long as it knows the
+// topic: a frame of up to 16 MiB would stay in memory for good. Messages
+// of one topic come in runs, so the last name is kept and reused.
+type topicNames struct {
+	last string
+}
+
+func (t *topicNames) of(topic string) string {
+	if topic != t.last {
+		t.last = strings.Clone(topic)
+	}
+	return t.last
 }

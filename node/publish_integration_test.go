@@ -189,6 +189,29 @@ func TestPublish_EmptyTopicAndOversizedMessageFailAloneWithInvalidArgument(t *te
 	assert.Len(t, recs, 3)
 }
 
+// The codec does not check UTF-8 as protobuf's own code did (it rejected
+// the whole request): the node checks each message's strings, and a bad
+// one fails alone.
+func TestPublish_NonUTF8StringsFailAloneWithInvalidArgument(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}})
+	results := publish(t, env.Client, []client.Message{
+		{RequestID: "ok1", Topic: "t", Payload: []byte("a")},
+		{RequestID: "header", Topic: "t", Payload: []byte("b"), Headers: []client.Header{{Key: "k\xff", Value: []byte("v")}}},
+		{RequestID: "topic", Topic: "t\xfe", Payload: []byte("c")},
+		{RequestID: "ok2", Topic: "t", Payload: []byte("\xff binary payloads are fine")},
+	}, 10)
+	for _, id := range []string{"ok1", "ok2"} {
+		assert.Equal(t, codes.OK, results[id].Code, "%s: %s", id, results[id].Error)
+	}
+	assert.Equal(t, codes.InvalidArgument, results["header"].Code)
+	assert.Contains(t, results["header"].Error, "header key")
+	assert.Contains(t, results["header"].Error, "is not UTF-8")
+	assert.Equal(t, codes.InvalidArgument, results["topic"].Code)
+	assert.Contains(t, results["topic"].Error, "is not UTF-8")
+	recs := testenv.ReadAll(t, env.Consumer(t, "t"), 2, 10*time.Second)
+	assert.Len(t, recs, 2)
+}
+
 func TestPublish_BrokerFailingProduceYieldsUnavailableNeverSilence(t *testing.T) {
 	for _, tc := range []struct {
 		name string

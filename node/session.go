@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -241,12 +243,23 @@ func (n *shardNames) toProto(msgs []outgoing) []*pb.Message {
 		if len(d.Message.Headers) > 0 {
 			pm.Headers = make([]*pb.Header, len(d.Message.Headers))
 			for j, h := range d.Message.Headers {
-				pm.Headers[j] = &pb.Header{Key: h.Key, Value: h.Value}
+				pm.Headers[j] = &pb.Header{Key: utf8Key(h.Key), Value: h.Value}
 			}
 		}
 		out[i] = pm
 	}
 	return out
+}
+
+// utf8Key makes a header key a valid protobuf string. Another producer may
+// have written any bytes to the broker; clients in other languages reject
+// a whole batch with a string that is not UTF-8, so the bad bytes become
+// U+FFFD.
+func utf8Key(k string) string {
+	if utf8.ValidString(k) {
+		return k
+	}
+	return strings.ToValidUTF8(k, "\uFFFD")
 }
 
 func notice(c codes.Code, terminal bool, msg string) *pb.Notice {

@@ -3,6 +3,7 @@ package node
 import (
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/stretchr/testify/require"
 
@@ -17,7 +18,7 @@ func TestShardNames_ToProtoKeepsEachMessagesFields(t *testing.T) {
 		{ID: "a", Shard: broker.ShardID{Topic: "t", Index: 0}, Message: broker.Message{Topic: "t", Key: []byte("k"), Payload: []byte("p0")}, PublishTime: t0},
 		{ID: "b", Shard: broker.ShardID{Topic: "t", Index: 0}, Message: broker.Message{Topic: "t", Payload: []byte("p1")}},
 		{ID: "c", Shard: broker.ShardID{Topic: "u", Index: 12}, Message: broker.Message{Topic: "u", Payload: []byte("p2"),
-			Headers: []broker.Header{{Key: "h", Value: []byte("v")}}}, PublishTime: t0.Add(time.Second)},
+			Headers: []broker.Header{{Key: "h", Value: []byte("v")}, {Key: "bad\xffkey", Value: []byte("\xff")}}}, PublishTime: t0.Add(time.Second)},
 	}
 	var msgs []outgoing
 	for i := range ds {
@@ -37,7 +38,24 @@ func TestShardNames_ToProtoKeepsEachMessagesFields(t *testing.T) {
 	require.Nil(t, pms[1].GetPublishTime(), "no time: none sent")
 	require.True(t, pms[2].GetPublishTime().AsTime().Equal(t0.Add(time.Second)))
 	require.Equal(t, []byte("k"), pms[0].GetKey())
-	require.Len(t, pms[2].GetHeaders(), 1)
+	require.Len(t, pms[2].GetHeaders(), 2)
 	require.Equal(t, "h", pms[2].GetHeaders()[0].GetKey())
+	require.Equal(t, "bad\uFFFDkey", pms[2].GetHeaders()[1].GetKey(), "a key another producer wrote as bytes becomes UTF-8")
+	require.Equal(t, []byte("\xff"), pms[2].GetHeaders()[1].GetValue(), "values are bytes: untouched")
 	require.Equal(t, "t/0", names.of(broker.ShardID{Topic: "t", Index: 0}), "after another shard")
+}
+
+// A published message's topic gets a string of its own (the decoded one
+// points into the request's frame, which the producer would keep), made
+// once per run of one topic.
+func TestTopicNames_CopyOncePerRun(t *testing.T) {
+	frame := []byte("ordersorders")
+	aliased := unsafe.String(&frame[0], 6)
+	var names topicNames
+	got := names.of(aliased)
+	require.Equal(t, "orders", got)
+	require.True(t, unsafe.StringData(aliased) != unsafe.StringData(got), "a copy, not the frame")
+	again := unsafe.String(&frame[6], 6)
+	require.True(t, unsafe.StringData(got) == unsafe.StringData(names.of(again)), "the run's copy is reused")
+	require.Equal(t, "other", names.of("other"))
 }
