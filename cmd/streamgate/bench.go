@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +18,7 @@ import (
 // benchFlags are bench's settings beyond the workload.
 type benchFlags struct {
 	addr, brokers, mode, topic string
+	cpuProfile                 string
 	direct                     bool
 	shards                     int
 	timeout                    time.Duration
@@ -41,6 +44,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.StringVar(&bf.topic, "topic", "", "with --brokers: a prefix for the topics the run makes (default bench-TIME); without: an existing topic to use")
 	fs.IntVar(&bf.shards, "shards", bf.shards, "shards of the topics the run makes")
 	fs.DurationVar(&bf.timeout, "timeout", bf.timeout, "give up after this long")
+	fs.StringVar(&bf.cpuProfile, "cpuprofile", "", "write a CPU profile of the load driver (this process) to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: streamgate bench [--direct] [--mode both|publish|subscribe|e2e] [--count N | --duration D] [flags]")
 		fmt.Fprintln(stderr, "Measures throughput, latency and CPU per message through streamgate (and with --direct, with franz-go")
@@ -86,6 +90,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		s.BrokerPID = findPID(s.Brokers, "broker", stderr)
 	}
 
+	if bf.cpuProfile != "" {
+		f, err := os.Create(bf.cpuProfile)
+		if err != nil {
+			return badUsage("bench", fmt.Errorf("--cpuprofile: %w", err))
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	var progress atomic.Int64
 	s.Progress = &progress
 	stopProgress := reportProgress(&s, &progress, stderr)
