@@ -195,25 +195,31 @@ func (s *subscription) polled(r pollResult) {
 
 // prepare gives every shard a saved position before the first subscriber
 // of this node is answered (broker.Subscriber.Prepare), once per shard.
+// One Prepare runs at a time per subscription: the first subscribers of a
+// new subscription often open together, and concurrent Prepares of the
+// same shards would fence each other's saves (every one of them failing
+// with UNAVAILABLE); the others wait, then find the shards prepared.
 func (s *subscription) prepare(ctx context.Context, spec broker.SubscriptionSpec, shards []broker.ShardID) error {
-	s.preparedMu.Lock()
+	select {
+	case s.prepareLock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-s.prepareLock }()
 	var todo []broker.ShardID
 	for _, sh := range shards {
 		if !s.prepared[sh] {
 			todo = append(todo, sh)
 		}
 	}
-	s.preparedMu.Unlock()
 	if len(todo) == 0 {
 		return nil
 	}
 	if err := s.backend.Prepare(ctx, spec, todo); err != nil {
 		return err
 	}
-	s.preparedMu.Lock()
 	for _, sh := range todo {
 		s.prepared[sh] = true
 	}
-	s.preparedMu.Unlock()
 	return nil
 }

@@ -70,8 +70,8 @@ type subscription struct {
 	nextView *remoteState  // the latest view not yet applied
 	viewCh   chan struct{} // capacity 1: nextView is set
 
-	preparedMu sync.Mutex              // guards prepared
-	prepared   map[broker.ShardID]bool // shards Prepare gave a saved position
+	prepareLock chan struct{}           // capacity 1: held by the one prepare running; guards prepared
+	prepared    map[broker.ShardID]bool // shards Prepare gave a saved position
 
 	// Owned by run.
 	topics       []string // sorted; fixed while it has sessions
@@ -147,34 +147,35 @@ type shardInfo struct {
 
 func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metrics, log *slog.Logger, local *localState, members Membership, after <-chan struct{}, draining *atomic.Bool) *subscription {
 	s := &subscription{
-		draining:   draining,
-		name:       name,
-		cfg:        cfg,
-		backend:    backend,
-		metrics:    m,
-		log:        log.With("subscription", name),
-		local:      local,
-		members:    members,
-		events:     make(chan event, 256),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
-		after:      after,
-		released:   make(chan releaseResult),
-		confirms:   make(chan confirmResult),
-		quit:       make(chan struct{}),
-		prepared:   map[broker.ShardID]bool{},
-		intents:    map[broker.ShardID]uint64{},
-		disputed:   map[broker.ShardID]bool{},
-		sessions:   map[string]*session{},
-		owner:      map[broker.ShardID]*session{},
-		ownerID:    map[broker.ShardID]string{},
-		queues:     map[broker.ShardID]*shardQueue{},
-		known:      map[string]bool{},
-		viewCh:     make(chan struct{}, 1),
-		claimed:    map[broker.ShardID]bool{},
-		releasing:  map[broker.ShardID]bool{},
-		poll:       make(chan pollResult, 1),
-		pollWanted: make(chan struct{}, 1),
+		draining:    draining,
+		name:        name,
+		cfg:         cfg,
+		backend:     backend,
+		metrics:     m,
+		log:         log.With("subscription", name),
+		local:       local,
+		members:     members,
+		events:      make(chan event, 256),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+		after:       after,
+		released:    make(chan releaseResult),
+		confirms:    make(chan confirmResult),
+		quit:        make(chan struct{}),
+		prepared:    map[broker.ShardID]bool{},
+		prepareLock: make(chan struct{}, 1),
+		intents:     map[broker.ShardID]uint64{},
+		disputed:    map[broker.ShardID]bool{},
+		sessions:    map[string]*session{},
+		owner:       map[broker.ShardID]*session{},
+		ownerID:     map[broker.ShardID]string{},
+		queues:      map[broker.ShardID]*shardQueue{},
+		known:       map[string]bool{},
+		viewCh:      make(chan struct{}, 1),
+		claimed:     map[broker.ShardID]bool{},
+		releasing:   map[broker.ShardID]bool{},
+		poll:        make(chan pollResult, 1),
+		pollWanted:  make(chan struct{}, 1),
 	}
 	if members != nil {
 		// Claims from before this incarnation were confirmed by it, or

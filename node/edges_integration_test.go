@@ -1,10 +1,12 @@
 package node_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/streamgate/streamgate/broker/kafka"
+	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/testenv"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
@@ -245,4 +248,59 @@ func TestCluster_ClaimsAreExclusiveWhileTwoNodesViewsDiffer(t *testing.T) {
 	mu.Lock()
 	assert.Empty(t, overlap, "two nodes claimed the shard at once")
 	mu.Unlock()
+}
+
+// The first subscribers of a new subscription often open together (a
+// deployment's replicas starting): every one is answered, none fails
+// because another's start positions were being saved at the same time
+// (concurrent saves of one subscription fenced each other).
+func TestSubscribe_ManyFirstSubscribersOfANewSubscriptionAllOpen(t *testing.T) {
+	const shards, subscribers = 8, 200
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: shards})
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		subs []*client.Subscriber
+		errs []error
+	)
+	for range subscribers {
+		wg.Go(func() {
+			s, err := env.Client.Subscribe(ctx, client.SubscribeOptions{Subscription: "crowd", Topics: []string{"t"}})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			subs = append(subs, s)
+		})
+	}
+	wg.Wait()
+	for _, s := range subs {
+		defer s.Close()
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d of %d first subscribers failed, the first with: %v", len(errs), subscribers, errs[0])
+	}
+	require.Len(t, subs, subscribers)
+	// And the subscription works: what is published now reaches them.
+	produceSpread(t, env, "t", shards, shards, 0)
+	var got atomic.Int64
+	for _, s := range subs {
+		wg.Go(func() {
+			for {
+				msgs, _, err := s.RecvContext(ctx)
+				if err != nil {
+					return
+				}
+				if len(msgs) > 0 && got.Add(int64(len(msgs))) >= shards {
+					cancel()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	require.EqualValues(t, shards, got.Load(), "each message delivered once")
 }
