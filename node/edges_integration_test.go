@@ -304,3 +304,25 @@ func TestSubscribe_ManyFirstSubscribersOfANewSubscriptionAllOpen(t *testing.T) {
 	wg.Wait()
 	require.EqualValues(t, shards, got.Load(), "each message delivered once")
 }
+
+// A fetch reads at most FetchMaxPartitionBytes of a shard, but a message
+// larger than that still comes whole: nothing is stuck behind it.
+func TestSubscribe_AMessageLargerThanAShardsFetchStillArrives(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"big"}, Partitions: 1,
+		Kafka: func(c *kafka.Config) { c.FetchMaxPartitionBytes = 1024 }})
+	payloads := [][]byte{make([]byte, 200<<10), []byte("small"), make([]byte, 300<<10)}
+	var msgs []client.Message
+	for i, p := range payloads {
+		p[0] = byte(i)
+		msgs = append(msgs, client.Message{Topic: "big", Payload: p})
+	}
+	require.NoError(t, env.Client.Publish(t.Context(), slices.Values(msgs), 1, func(r client.Result) {
+		require.Equal(t, codes.OK, r.Code, r.Error)
+	}))
+	s := testenv.Subscribe(t, env.Client, &pb.Open{Subscription: "big", Topics: []string{"big"}, StartPosition: pb.StartPosition_START_POSITION_EARLIEST})
+	got := s.WaitCount(3, 20*time.Second)
+	require.Len(t, got, 3)
+	for i, m := range got {
+		require.Equal(t, payloads[i], m.GetPayload(), "message %d in order and whole", i)
+	}
+}

@@ -91,6 +91,7 @@ func (b *Broker) Consume(_ context.Context, spec broker.SubscriptionSpec) (broke
 		// returns, which waits up to this long when nothing is new: keep
 		// it short so that a paused shard resumes quickly.
 		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.FetchMaxPartitionBytes(int32(b.cfg.FetchMaxPartitionBytes)),
 		kgo.WithHooks(&c.health),
 	)
 	cl, err := kgo.NewClient(opts...)

@@ -189,6 +189,7 @@ func TestCLI_ServeValidatesEverySettingBeforeStartingAnything(t *testing.T) {
 		{"kafka", []string{"--commit-every", "0"}, "--commit-every: must be at least 1, got 0"},
 		{"kafka per shard", []string{"--max-buffered-per-shard", "1"}, "--max-buffered-per-shard: must be at least 2, got 1"},
 		{"kafka timeout", []string{"--publish-timeout", "-1s"}, "--publish-timeout: must be positive, got -1s"},
+		{"fetch bytes", []string{"--fetch-max-shard-bytes", "10"}, "--fetch-max-shard-bytes: must be between 1024 and 1073741824, got 10"},
 		{"producer linger", []string{"--producer-linger", "2m"}, "--producer-linger: must be between 0 and 1m, got 2m0s"},
 		{"embedded broker", []string{"--embedded-partitions", "0"}, "--embedded-partitions: must be at least 1, got 0"},
 		{"cluster", append(gossip, "--gossip-probe-timeout", "1s"),
