@@ -189,13 +189,15 @@ func TestReceive_ReturnsARefusedOpenAtOnce(t *testing.T) {
 }
 
 // TestReceive_ReturnsTheAckTimeout: a handler that never acks makes the
-// server end the stream with DEADLINE_EXCEEDED; Receive returns it rather
-// than reconnecting and hiding it.
+// server end the stream with DEADLINE_EXCEEDED once Receive stops
+// extending its deadline (MaxExtension); Receive returns it rather than
+// reconnecting and hiding it.
 func TestReceive_ReturnsTheAckTimeout(t *testing.T) {
 	e := testenv.Start(t, testenv.Options{Topics: []string{"slow"}, Node: func(c *node.Config) { c.AckTimeout = 500 * time.Millisecond }})
 	publish(t, e.Client, "slow", 10)
 	sub := e.Client.Subscription("slow-sub", "slow")
 	sub.ReceiveSettings.FromBeginning = true
+	sub.ReceiveSettings.MaxExtension = time.Second
 	var notices []client.Notice
 	sub.ReceiveSettings.OnNotice = func(n client.Notice) { notices = append(notices, n) }
 	err := sub.Receive(t.Context(), func(context.Context, *client.Delivery) {})

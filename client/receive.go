@@ -47,6 +47,12 @@ type ReceiveSettings struct {
 	// stream after one broke; each wait doubles, with jitter. Defaults
 	// 100 ms and 5 s.
 	MinBackoff, MaxBackoff time.Duration
+	// MaxExtension is how long after its delivery Receive keeps extending
+	// a message's ack deadline while it waits for a handler or is handled
+	// (ModifyAckDeadline, sent before each deadline passes), so a slow
+	// handler is not cut off. Past it, the message expires as the server's
+	// ack deadline says. Default 60 minutes; negative turns extension off.
+	MaxExtension time.Duration
 	// OpenTimeout and CloseTimeout: see SubscribeOptions.
 	OpenTimeout, CloseTimeout time.Duration
 	// OnNotice is called (from Receive's goroutine; do not block) with every
@@ -66,8 +72,9 @@ type ReceiveSettings struct {
 // Opened describes a stream the server opened.
 type Opened struct {
 	SubscriberID string
-	Node         string // the node serving it
-	MaxUnacked   uint32 // the limit in force
+	Node         string        // the node serving it
+	MaxUnacked   uint32        // the limit in force
+	AckDeadline  time.Duration // a message's ack deadline unless extended
 }
 
 // Reconnect describes a stream opened after the previous one broke.
@@ -83,9 +90,10 @@ type Reconnect struct {
 }
 
 // Delivery is one message given to a Receive handler. Call Ack once it is
-// handled, or Nack to have it delivered again; a message left un-acked is
-// delivered again once the server's ack timeout passes, and counts against
-// MaxOutstanding until then.
+// handled, or Nack to have it delivered again. Receive extends the ack
+// deadline of a message not yet acked for up to MaxExtension; one left
+// un-acked longer is delivered again once its deadline passes, and counts
+// against MaxOutstanding until then.
 type Delivery struct {
 	Received
 	sess    *rsession
@@ -117,8 +125,8 @@ func (c *Client) Subscription(name string, topics ...string) *Subscription {
 // not acked on the broken stream are delivered again. It returns the error
 // when the server refuses the open (unknown topic, a topic set that
 // conflicts with the subscription's, a bad name) or ends the stream
-// because a message stayed un-acked past the ack timeout
-// (DeadlineExceeded).
+// because a message stayed un-acked past its ack deadline, which Receive
+// extends for up to MaxExtension (DeadlineExceeded).
 //
 // When ctx ends, Receive stops handing out messages, waits for the
 // handlers running, sends their acks and closes the stream gracefully, so
@@ -170,7 +178,7 @@ func (s *Subscription) Receive(ctx context.Context, f func(context.Context, *Del
 			continue
 		}
 		if r.set.OnOpen != nil {
-			r.set.OnOpen(Opened{SubscriberID: sub.ID, Node: sub.Node, MaxUnacked: sub.MaxUnacked})
+			r.set.OnOpen(Opened{SubscriberID: sub.ID, Node: sub.Node, MaxUnacked: sub.MaxUnacked, AckDeadline: sub.AckDeadline})
 		}
 		if lastErr != nil {
 			r.reconnected(Reconnect{From: from, To: sub.Node, Err: lastErr, Attempts: attempts, Dropped: dropped})
@@ -247,6 +255,9 @@ func newReceiver(ctx context.Context, s *Subscription, f func(context.Context, *
 	}
 	set.AckBatchDelay = orDefault(set.AckBatchDelay, 5*time.Millisecond)
 	set.MinBackoff = orDefault(set.MinBackoff, 100*time.Millisecond)
+	if set.MaxExtension == 0 {
+		set.MaxExtension = 60 * time.Minute
+	}
 	set.MaxBackoff = orDefault(set.MaxBackoff, 5*time.Second)
 	if set.Logger == nil {
 		set.Logger = slog.Default()
@@ -323,6 +334,7 @@ func (r *receiver) serve(ctx context.Context, sess *rsession) error {
 			parts[i] = append(parts[i], &Delivery{Received: m, sess: sess})
 		}
 		sess.delivered.Add(int64(len(msgs)))
+		sess.track(msgs)
 		for _, i := range order {
 			select {
 			case r.queues[i] <- parts[i]:

@@ -2,7 +2,9 @@ package client
 
 // The ack batcher of one Receive stream: handlers add acks and nacks from
 // any goroutine; one goroutine per stream sends them in batches until the
-// stream closes or breaks.
+// stream closes or breaks. The same goroutine manages leases: while
+// messages are outstanding (queued or being handled), it extends their ack
+// deadline before it passes, for up to MaxExtension after their delivery.
 
 import (
 	"sync"
@@ -22,17 +24,60 @@ type rsession struct {
 	settled   atomic.Int64  // acks and nacks the stream took
 	deadOnce  sync.Once
 
-	mu    sync.Mutex // guards acks, nacks and gone
+	mu    sync.Mutex // guards acks, nacks, outstanding and gone
 	acks  []string
 	nacks []string
 	gone  bool
+	// outstanding: delivered and not yet acked or nacked, by id, with the
+	// time of delivery (only when leases are managed).
+	outstanding map[string]time.Time
+	lease       time.Duration // the server's ack deadline; 0: not managed
+	maxExt      time.Duration
 }
 
 func newRSession(sub *Subscriber, set ReceiveSettings) *rsession {
 	s := &rsession{sub: sub, size: set.AckBatchSize, dead: make(chan struct{}),
 		stopAcker: make(chan struct{}), ackerDone: make(chan struct{}), kick: make(chan struct{}, 1)}
+	if sub.AckDeadline > 0 && set.MaxExtension > 0 {
+		s.lease, s.maxExt = sub.AckDeadline, set.MaxExtension
+		s.outstanding = map[string]time.Time{}
+	}
 	go s.batchAcks(set.AckBatchDelay)
 	return s
+}
+
+// track records delivered messages as outstanding, for leases.
+func (s *rsession) track(msgs []Received) {
+	if s.outstanding == nil {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	for _, m := range msgs {
+		s.outstanding[m.ID] = now
+	}
+	s.mu.Unlock()
+}
+
+// extend renews the deadline of every outstanding message delivered less
+// than MaxExtension ago; older ones are left to expire.
+func (s *rsession) extend() {
+	now := time.Now()
+	s.mu.Lock()
+	ids := make([]string, 0, len(s.outstanding))
+	for id, at := range s.outstanding {
+		if now.Sub(at) < s.maxExt {
+			ids = append(ids, id)
+		}
+	}
+	s.mu.Unlock()
+	for len(ids) > 0 {
+		n := min(len(ids), 1000)
+		if s.sub.ModifyAckDeadline(s.lease, ids[:n]...) != nil {
+			return // the stream broke: its messages come back anyway
+		}
+		ids = ids[n:]
+	}
 }
 
 // add queues an ack or nack for the batcher (handlers call it; it never
@@ -48,6 +93,7 @@ func (s *rsession) add(id string, nack bool) {
 	} else {
 		s.acks = append(s.acks, id)
 	}
+	delete(s.outstanding, id)
 	n := len(s.acks) + len(s.nacks)
 	s.mu.Unlock()
 	if n == 1 || n >= s.size {
@@ -65,6 +111,14 @@ func (s *rsession) batchAcks(delay time.Duration) {
 	timer := time.NewTimer(delay)
 	timer.Stop()
 	armed := false
+	// Leases are renewed at a third of the deadline: two chances before
+	// a message would expire.
+	var renew <-chan time.Time
+	if s.outstanding != nil {
+		t := time.NewTicker(max(s.lease/3, 100*time.Millisecond))
+		defer t.Stop()
+		renew = t.C
+	}
 	flush := func() {
 		timer.Stop()
 		armed = false
@@ -94,6 +148,9 @@ func (s *rsession) batchAcks(delay time.Duration) {
 			}
 		case <-timer.C:
 			flush()
+		case <-renew:
+			flush() // acks first: no need to extend what they settle
+			s.extend()
 		case <-s.stopAcker:
 			flush()
 			return

@@ -38,10 +38,13 @@ type Subscriber struct {
 	stream       pb.Subscriber_SubscribeClient
 	cancel       context.CancelFunc
 	closeTimeout time.Duration
-	// ID, MaxUnacked and Node come from the server's opened reply.
-	ID         string
-	MaxUnacked uint32
-	Node       string
+	// ID, MaxUnacked, Node and AckDeadline come from the server's opened
+	// reply. AckDeadline is how long a delivered message may stay un-acked
+	// unless ModifyAckDeadline extends it (0 from a server too old to say).
+	ID          string
+	MaxUnacked  uint32
+	Node        string
+	AckDeadline time.Duration
 
 	sendMu sync.Mutex // guards Send against CloseSend, and closed
 	closed bool
@@ -120,7 +123,8 @@ func (c *Client) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber
 	s := &Subscriber{
 		stream: stream, cancel: cancel, closeTimeout: orDefault(o.CloseTimeout, 10*time.Second),
 		ID: opened.GetSubscriberId(), MaxUnacked: opened.GetMaxUnacked(), Node: opened.GetNode(),
-		items: make(chan received), ended: make(chan struct{}), closing: make(chan struct{}),
+		AckDeadline: time.Duration(opened.GetAckDeadlineSeconds()) * time.Second,
+		items:       make(chan received), ended: make(chan struct{}), closing: make(chan struct{}),
 	}
 	go s.read()
 	return s, nil
@@ -196,6 +200,20 @@ func (s *Subscriber) Ack(ids ...string) error {
 // Nack hands messages back for redelivery.
 func (s *Subscriber) Nack(ids ...string) error {
 	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: ids}}})
+}
+
+// MaxAckDeadline is the longest deadline ModifyAckDeadline may give.
+const MaxAckDeadline = 600 * time.Second
+
+// ModifyAckDeadline gives messages this stream holds a new ack deadline,
+// d from now (rounded up to whole seconds, at most MaxAckDeadline), so a
+// slow handler is not cut off; d of 0 hands them back now, as Nack does.
+func (s *Subscriber) ModifyAckDeadline(d time.Duration, ids ...string) error {
+	if d < 0 || d > MaxAckDeadline {
+		return status.Errorf(codes.InvalidArgument, "streamgate: ack deadline %s: want 0 to %s", d, MaxAckDeadline)
+	}
+	secs := uint32((d + time.Second - 1) / time.Second)
+	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_ModifyAckDeadline{ModifyAckDeadline: &pb.ModifyAckDeadline{MessageIds: ids, AckDeadlineSeconds: secs}}})
 }
 
 func (s *Subscriber) send(req *pb.SubscribeRequest) error {

@@ -39,7 +39,7 @@ func (s *subscription) dispatch() {
 		}
 		for _, m := range q.pending[:n] {
 			m.attempt++
-			m.sentAt = now
+			m.deadline = now.Add(s.cfg.AckTimeout)
 			m.holder = owner
 			owner.inflight[m.d.ID] = m
 			out[owner] = append(out[owner], outgoing{d: &m.d, attempt: m.attempt})
@@ -144,6 +144,30 @@ func (s *subscription) nack(sess *session, ids []string) {
 	}
 }
 
+// maxAckDeadline is the longest deadline ModifyAckDeadline gives (Pub/Sub's).
+const maxAckDeadline = 600 * time.Second
+
+// extend gives messages sess holds a new ack deadline of d from now; d of
+// 0 hands them back as a nack. Ids it does not hold are counted and
+// ignored, as for acks.
+func (s *subscription) extend(sess *session, ids []string, d time.Duration) {
+	if sess.gone {
+		return
+	}
+	if d == 0 {
+		s.nack(sess, ids)
+		return
+	}
+	deadline := time.Now().Add(d)
+	for _, id := range ids {
+		if m := sess.inflight[id]; m != nil {
+			m.deadline = deadline
+		} else {
+			s.metrics.unknownAcks.Inc()
+		}
+	}
+}
+
 // expire ends sessions that hold a message for longer than the ack timeout.
 func (s *subscription) expire(now time.Time) {
 	if !s.mayDeliver() {
@@ -152,7 +176,7 @@ func (s *subscription) expire(now time.Time) {
 	for _, sess := range s.sessions {
 		var late int
 		for _, m := range sess.inflight {
-			if now.Sub(m.sentAt) > s.cfg.AckTimeout {
+			if now.After(m.deadline) {
 				late++
 			}
 		}
@@ -162,6 +186,6 @@ func (s *subscription) expire(now time.Time) {
 		s.log.Info("subscriber timed out", "subscriber", sess.id, "late", late)
 		s.metrics.timeouts.Inc()
 		s.end(sess, codes.DeadlineExceeded, fmt.Sprintf(
-			"%d message(s) held un-acked for longer than the ack timeout of %s; they go to another subscriber", late, s.cfg.AckTimeout))
+			"%d message(s) held un-acked past their ack deadline (the ack timeout of %s unless extended); they go to another subscriber", late, s.cfg.AckTimeout))
 	}
 }

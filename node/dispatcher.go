@@ -120,6 +120,7 @@ const (
 	evLeave
 	evAck
 	evNack
+	evExtend
 	evView     // the cluster view changed
 	evDrain    // the node is shutting down: settle, then end every stream
 	evDrainNow // the drain timeout passed: end every stream now
@@ -131,6 +132,7 @@ type event struct {
 	kind   eventKind
 	sess   *session
 	ids    []string
+	extend time.Duration           // extend: the new ack deadline from now
 	spec   broker.SubscriptionSpec // join
 	shards []broker.ShardID        // join
 	remote remoteState             // join, view
@@ -282,6 +284,8 @@ func (s *subscription) handle(ev event) {
 		s.ack(ev.sess, ev.ids)
 	case evNack:
 		s.nack(ev.sess, ev.ids)
+	case evExtend:
+		s.extend(ev.sess, ev.ids, ev.extend)
 	case evView:
 		s.remote, s.haveView = ev.remote, true
 		s.resolveConflicts()

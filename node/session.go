@@ -60,8 +60,10 @@ type message struct {
 	d       broker.Delivery
 	seq     uint64 // fetch order within the subscription, to keep shard order on redelivery
 	attempt uint32 // deliveries so far
-	sentAt  time.Time
-	holder  *session
+	// deadline: the holder must ack (or extend) by then, or it is
+	// ended as stalled and the message goes to the shard's next owner.
+	deadline time.Time
+	holder   *session
 }
 
 // outgoing is one message as handed to the writer: the attempt is copied,

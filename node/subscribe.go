@@ -261,9 +261,10 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	}
 	leave := func() { sub.send(context.Background(), event{kind: evLeave, sess: sess}) }
 	if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Opened{Opened: &pb.Opened{
-		SubscriberId: sess.id,
-		MaxUnacked:   uint32(limit),
-		Node:         s.cfg.NodeName,
+		SubscriberId:       sess.id,
+		MaxUnacked:         uint32(limit),
+		Node:               s.cfg.NodeName,
+		AckDeadlineSeconds: uint32(max(1, s.cfg.AckTimeout/time.Second)),
 	}}}); err != nil {
 		leave()
 		return err
@@ -328,6 +329,15 @@ func (s *subscribeService) readLoop(ctx context.Context, stream grpc.BidiStreami
 			}
 		case *pb.SubscribeRequest_Nack:
 			if ids := r.Nack.GetMessageIds(); len(ids) > 0 && !sub.send(ctx, event{kind: evNack, sess: sess, ids: ids}) {
+				return ctx.Err()
+			}
+		case *pb.SubscribeRequest_ModifyAckDeadline:
+			secs := r.ModifyAckDeadline.GetAckDeadlineSeconds()
+			if d := time.Duration(secs) * time.Second; d > maxAckDeadline {
+				return invalidf("modify_ack_deadline: ack_deadline_seconds %d is over the maximum of %d", secs, int(maxAckDeadline/time.Second))
+			}
+			ids := r.ModifyAckDeadline.GetMessageIds()
+			if len(ids) > 0 && !sub.send(ctx, event{kind: evExtend, sess: sess, ids: ids, extend: time.Duration(secs) * time.Second}) {
 				return ctx.Err()
 			}
 		}

@@ -71,7 +71,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.Int64Var(&ncfg.MaxBufferedBytes, "max-buffered-bytes", ncfg.MaxBufferedBytes, "bytes of unconfirmed publishes the node holds across streams before all wait")
 	fs.IntVar(&ncfg.MaxMessageBytes, "max-message-bytes", ncfg.MaxMessageBytes, "largest message accepted (topic, key, payload and headers)")
 	fs.IntVar(&ncfg.MaxUnacked, "max-unacked", ncfg.MaxUnacked, "un-acked messages a subscriber may hold before deliveries to it stop")
-	fs.DurationVar(&ncfg.AckTimeout, "ack-timeout", ncfg.AckTimeout, "a subscriber holding a message un-acked this long is disconnected and its messages redelivered")
+	fs.DurationVar(&ncfg.AckTimeout, "ack-timeout", ncfg.AckTimeout, "a delivered message's ack deadline: a subscriber holding it un-acked this long, unless it extended the deadline (modify_ack_deadline), is disconnected and its messages redelivered")
 	fs.DurationVar(&ncfg.ShardRefreshInterval, "shard-refresh-interval", ncfg.ShardRefreshInterval, "how often subscriptions look for shards added to their topics")
 	fs.DurationVar(&kcfg.TopicCheckInterval, "topic-check-interval", kcfg.TopicCheckInterval, "how often a subscription checks that its topics still exist and were not recreated")
 	fs.DurationVar(&kcfg.CommitInterval, "commit-interval", kcfg.CommitInterval, "save acked positions at least this often")

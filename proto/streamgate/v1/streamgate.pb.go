@@ -410,6 +410,7 @@ type SubscribeRequest struct {
 	//	*SubscribeRequest_Open
 	//	*SubscribeRequest_Ack
 	//	*SubscribeRequest_Nack
+	//	*SubscribeRequest_ModifyAckDeadline
 	Request       isSubscribeRequest_Request `protobuf_oneof:"request"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -479,6 +480,15 @@ func (x *SubscribeRequest) GetNack() *Nack {
 	return nil
 }
 
+func (x *SubscribeRequest) GetModifyAckDeadline() *ModifyAckDeadline {
+	if x != nil {
+		if x, ok := x.Request.(*SubscribeRequest_ModifyAckDeadline); ok {
+			return x.ModifyAckDeadline
+		}
+	}
+	return nil
+}
+
 type isSubscribeRequest_Request interface {
 	isSubscribeRequest_Request()
 }
@@ -495,11 +505,17 @@ type SubscribeRequest_Nack struct {
 	Nack *Nack `protobuf:"bytes,3,opt,name=nack,proto3,oneof"`
 }
 
+type SubscribeRequest_ModifyAckDeadline struct {
+	ModifyAckDeadline *ModifyAckDeadline `protobuf:"bytes,4,opt,name=modify_ack_deadline,json=modifyAckDeadline,proto3,oneof"`
+}
+
 func (*SubscribeRequest_Open) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_Ack) isSubscribeRequest_Request() {}
 
 func (*SubscribeRequest_Nack) isSubscribeRequest_Request() {}
+
+func (*SubscribeRequest_ModifyAckDeadline) isSubscribeRequest_Request() {}
 
 type Open struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -659,6 +675,64 @@ func (x *Nack) GetMessageIds() []string {
 	return nil
 }
 
+// ModifyAckDeadline gives messages this stream holds a new ack deadline,
+// counted from now: a handler that needs longer than the ack deadline
+// extends it instead of being cut off (and its messages going to another
+// subscriber). ack_deadline_seconds is 1..600; 0 hands the messages back
+// now, as a nack. Ids this stream does not hold are ignored. A value over
+// 600 ends the stream with INVALID_ARGUMENT.
+type ModifyAckDeadline struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	MessageIds         []string               `protobuf:"bytes,1,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
+	AckDeadlineSeconds uint32                 `protobuf:"varint,2,opt,name=ack_deadline_seconds,json=ackDeadlineSeconds,proto3" json:"ack_deadline_seconds,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *ModifyAckDeadline) Reset() {
+	*x = ModifyAckDeadline{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ModifyAckDeadline) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ModifyAckDeadline) ProtoMessage() {}
+
+func (x *ModifyAckDeadline) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ModifyAckDeadline.ProtoReflect.Descriptor instead.
+func (*ModifyAckDeadline) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ModifyAckDeadline) GetMessageIds() []string {
+	if x != nil {
+		return x.MessageIds
+	}
+	return nil
+}
+
+func (x *ModifyAckDeadline) GetAckDeadlineSeconds() uint32 {
+	if x != nil {
+		return x.AckDeadlineSeconds
+	}
+	return 0
+}
+
 type SubscribeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Types that are valid to be assigned to Response:
@@ -673,7 +747,7 @@ type SubscribeResponse struct {
 
 func (x *SubscribeResponse) Reset() {
 	*x = SubscribeResponse{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[10]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +759,7 @@ func (x *SubscribeResponse) String() string {
 func (*SubscribeResponse) ProtoMessage() {}
 
 func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[10]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +772,7 @@ func (x *SubscribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeResponse.ProtoReflect.Descriptor instead.
 func (*SubscribeResponse) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{10}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SubscribeResponse) GetResponse() isSubscribeResponse_Response {
@@ -758,17 +832,18 @@ func (*SubscribeResponse_Messages) isSubscribeResponse_Response() {}
 func (*SubscribeResponse_Notice) isSubscribeResponse_Response() {}
 
 type Opened struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SubscriberId  string                 `protobuf:"bytes,1,opt,name=subscriber_id,json=subscriberId,proto3" json:"subscriber_id,omitempty"`
-	MaxUnacked    uint32                 `protobuf:"varint,2,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"` // the limit in force for this stream
-	Node          string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`                                // the node serving this stream
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	SubscriberId       string                 `protobuf:"bytes,1,opt,name=subscriber_id,json=subscriberId,proto3" json:"subscriber_id,omitempty"`
+	MaxUnacked         uint32                 `protobuf:"varint,2,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"`                           // the limit in force for this stream
+	Node               string                 `protobuf:"bytes,3,opt,name=node,proto3" json:"node,omitempty"`                                                          // the node serving this stream
+	AckDeadlineSeconds uint32                 `protobuf:"varint,4,opt,name=ack_deadline_seconds,json=ackDeadlineSeconds,proto3" json:"ack_deadline_seconds,omitempty"` // a delivered message's ack deadline, unless extended (ModifyAckDeadline)
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Opened) Reset() {
 	*x = Opened{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[11]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -780,7 +855,7 @@ func (x *Opened) String() string {
 func (*Opened) ProtoMessage() {}
 
 func (x *Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[11]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -793,7 +868,7 @@ func (x *Opened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Opened.ProtoReflect.Descriptor instead.
 func (*Opened) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{11}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Opened) GetSubscriberId() string {
@@ -817,6 +892,13 @@ func (x *Opened) GetNode() string {
 	return ""
 }
 
+func (x *Opened) GetAckDeadlineSeconds() uint32 {
+	if x != nil {
+		return x.AckDeadlineSeconds
+	}
+	return 0
+}
+
 type MessageBatch struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Messages      []*Message             `protobuf:"bytes,1,rep,name=messages,proto3" json:"messages,omitempty"`
@@ -826,7 +908,7 @@ type MessageBatch struct {
 
 func (x *MessageBatch) Reset() {
 	*x = MessageBatch{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -838,7 +920,7 @@ func (x *MessageBatch) String() string {
 func (*MessageBatch) ProtoMessage() {}
 
 func (x *MessageBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -851,7 +933,7 @@ func (x *MessageBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
 func (*MessageBatch) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{12}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *MessageBatch) GetMessages() []*Message {
@@ -877,7 +959,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +971,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +984,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{13}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Message) GetId() string {
@@ -977,7 +1059,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -989,7 +1071,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1002,7 +1084,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{14}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Notice) GetStatus() *Status {
@@ -1027,7 +1109,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1039,7 +1121,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1052,7 +1134,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{15}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{16}
 }
 
 type Member struct {
@@ -1070,7 +1152,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1082,7 +1164,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1095,7 +1177,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{16}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Member) GetName() string {
@@ -1157,7 +1239,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1169,7 +1251,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1182,7 +1264,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{17}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListMembersResponse) GetSelf() string {
@@ -1209,7 +1291,7 @@ type DescribeSubscriptionRequest struct {
 
 func (x *DescribeSubscriptionRequest) Reset() {
 	*x = DescribeSubscriptionRequest{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1303,7 @@ func (x *DescribeSubscriptionRequest) String() string {
 func (*DescribeSubscriptionRequest) ProtoMessage() {}
 
 func (x *DescribeSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1316,7 @@ func (x *DescribeSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*DescribeSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{18}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DescribeSubscriptionRequest) GetSubscription() string {
@@ -1263,7 +1345,7 @@ type SubscriberInfo struct {
 
 func (x *SubscriberInfo) Reset() {
 	*x = SubscriberInfo{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1275,7 +1357,7 @@ func (x *SubscriberInfo) String() string {
 func (*SubscriberInfo) ProtoMessage() {}
 
 func (x *SubscriberInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1288,7 +1370,7 @@ func (x *SubscriberInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriberInfo.ProtoReflect.Descriptor instead.
 func (*SubscriberInfo) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{19}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SubscriberInfo) GetId() string {
@@ -1344,7 +1426,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1438,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1451,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{20}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ShardInfo) GetShard() string {
@@ -1444,7 +1526,7 @@ type DescribeSubscriptionResponse struct {
 
 func (x *DescribeSubscriptionResponse) Reset() {
 	*x = DescribeSubscriptionResponse{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +1538,7 @@ func (x *DescribeSubscriptionResponse) String() string {
 func (*DescribeSubscriptionResponse) ProtoMessage() {}
 
 func (x *DescribeSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +1551,7 @@ func (x *DescribeSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*DescribeSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{21}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *DescribeSubscriptionResponse) GetSubscription() string {
@@ -1527,11 +1609,12 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x1d\n" +
 	"\n" +
 	"message_id\x18\x02 \x01(\tR\tmessageId\x12+\n" +
-	"\x05error\x18\x03 \x01(\v2\x15.streamgate.v1.StatusR\x05error\"\x9b\x01\n" +
+	"\x05error\x18\x03 \x01(\v2\x15.streamgate.v1.StatusR\x05error\"\xef\x01\n" +
 	"\x10SubscribeRequest\x12)\n" +
 	"\x04open\x18\x01 \x01(\v2\x13.streamgate.v1.OpenH\x00R\x04open\x12&\n" +
 	"\x03ack\x18\x02 \x01(\v2\x12.streamgate.v1.AckH\x00R\x03ack\x12)\n" +
-	"\x04nack\x18\x03 \x01(\v2\x13.streamgate.v1.NackH\x00R\x04nackB\t\n" +
+	"\x04nack\x18\x03 \x01(\v2\x13.streamgate.v1.NackH\x00R\x04nack\x12R\n" +
+	"\x13modify_ack_deadline\x18\x04 \x01(\v2 .streamgate.v1.ModifyAckDeadlineH\x00R\x11modifyAckDeadlineB\t\n" +
 	"\arequest\"\xa8\x01\n" +
 	"\x04Open\x12\"\n" +
 	"\fsubscription\x18\x01 \x01(\tR\fsubscription\x12\x16\n" +
@@ -1544,18 +1627,23 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"messageIds\"'\n" +
 	"\x04Nack\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
-	"messageIds\"\xbc\x01\n" +
+	"messageIds\"f\n" +
+	"\x11ModifyAckDeadline\x12\x1f\n" +
+	"\vmessage_ids\x18\x01 \x03(\tR\n" +
+	"messageIds\x120\n" +
+	"\x14ack_deadline_seconds\x18\x02 \x01(\rR\x12ackDeadlineSeconds\"\xbc\x01\n" +
 	"\x11SubscribeResponse\x12/\n" +
 	"\x06opened\x18\x01 \x01(\v2\x15.streamgate.v1.OpenedH\x00R\x06opened\x129\n" +
 	"\bmessages\x18\x02 \x01(\v2\x1b.streamgate.v1.MessageBatchH\x00R\bmessages\x12/\n" +
 	"\x06notice\x18\x03 \x01(\v2\x15.streamgate.v1.NoticeH\x00R\x06noticeB\n" +
 	"\n" +
-	"\bresponse\"b\n" +
+	"\bresponse\"\x94\x01\n" +
 	"\x06Opened\x12#\n" +
 	"\rsubscriber_id\x18\x01 \x01(\tR\fsubscriberId\x12\x1f\n" +
 	"\vmax_unacked\x18\x02 \x01(\rR\n" +
 	"maxUnacked\x12\x12\n" +
-	"\x04node\x18\x03 \x01(\tR\x04node\"B\n" +
+	"\x04node\x18\x03 \x01(\tR\x04node\x120\n" +
+	"\x14ack_deadline_seconds\x18\x04 \x01(\rR\x12ackDeadlineSeconds\"B\n" +
 	"\fMessageBatch\x122\n" +
 	"\bmessages\x18\x01 \x03(\v2\x16.streamgate.v1.MessageR\bmessages\"\x8c\x02\n" +
 	"\aMessage\x12\x0e\n" +
@@ -1632,7 +1720,7 @@ func file_streamgate_v1_streamgate_proto_rawDescGZIP() []byte {
 }
 
 var file_streamgate_v1_streamgate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_streamgate_v1_streamgate_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_streamgate_v1_streamgate_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_streamgate_v1_streamgate_proto_goTypes = []any{
 	(StartPosition)(0),                   // 0: streamgate.v1.StartPosition
 	(*Header)(nil),                       // 1: streamgate.v1.Header
@@ -1645,19 +1733,20 @@ var file_streamgate_v1_streamgate_proto_goTypes = []any{
 	(*Open)(nil),                         // 8: streamgate.v1.Open
 	(*Ack)(nil),                          // 9: streamgate.v1.Ack
 	(*Nack)(nil),                         // 10: streamgate.v1.Nack
-	(*SubscribeResponse)(nil),            // 11: streamgate.v1.SubscribeResponse
-	(*Opened)(nil),                       // 12: streamgate.v1.Opened
-	(*MessageBatch)(nil),                 // 13: streamgate.v1.MessageBatch
-	(*Message)(nil),                      // 14: streamgate.v1.Message
-	(*Notice)(nil),                       // 15: streamgate.v1.Notice
-	(*ListMembersRequest)(nil),           // 16: streamgate.v1.ListMembersRequest
-	(*Member)(nil),                       // 17: streamgate.v1.Member
-	(*ListMembersResponse)(nil),          // 18: streamgate.v1.ListMembersResponse
-	(*DescribeSubscriptionRequest)(nil),  // 19: streamgate.v1.DescribeSubscriptionRequest
-	(*SubscriberInfo)(nil),               // 20: streamgate.v1.SubscriberInfo
-	(*ShardInfo)(nil),                    // 21: streamgate.v1.ShardInfo
-	(*DescribeSubscriptionResponse)(nil), // 22: streamgate.v1.DescribeSubscriptionResponse
-	(*timestamppb.Timestamp)(nil),        // 23: google.protobuf.Timestamp
+	(*ModifyAckDeadline)(nil),            // 11: streamgate.v1.ModifyAckDeadline
+	(*SubscribeResponse)(nil),            // 12: streamgate.v1.SubscribeResponse
+	(*Opened)(nil),                       // 13: streamgate.v1.Opened
+	(*MessageBatch)(nil),                 // 14: streamgate.v1.MessageBatch
+	(*Message)(nil),                      // 15: streamgate.v1.Message
+	(*Notice)(nil),                       // 16: streamgate.v1.Notice
+	(*ListMembersRequest)(nil),           // 17: streamgate.v1.ListMembersRequest
+	(*Member)(nil),                       // 18: streamgate.v1.Member
+	(*ListMembersResponse)(nil),          // 19: streamgate.v1.ListMembersResponse
+	(*DescribeSubscriptionRequest)(nil),  // 20: streamgate.v1.DescribeSubscriptionRequest
+	(*SubscriberInfo)(nil),               // 21: streamgate.v1.SubscriberInfo
+	(*ShardInfo)(nil),                    // 22: streamgate.v1.ShardInfo
+	(*DescribeSubscriptionResponse)(nil), // 23: streamgate.v1.DescribeSubscriptionResponse
+	(*timestamppb.Timestamp)(nil),        // 24: google.protobuf.Timestamp
 }
 var file_streamgate_v1_streamgate_proto_depIdxs = []int32{
 	4,  // 0: streamgate.v1.PublishRequest.messages:type_name -> streamgate.v1.OutgoingMessage
@@ -1667,31 +1756,32 @@ var file_streamgate_v1_streamgate_proto_depIdxs = []int32{
 	8,  // 4: streamgate.v1.SubscribeRequest.open:type_name -> streamgate.v1.Open
 	9,  // 5: streamgate.v1.SubscribeRequest.ack:type_name -> streamgate.v1.Ack
 	10, // 6: streamgate.v1.SubscribeRequest.nack:type_name -> streamgate.v1.Nack
-	0,  // 7: streamgate.v1.Open.start_position:type_name -> streamgate.v1.StartPosition
-	12, // 8: streamgate.v1.SubscribeResponse.opened:type_name -> streamgate.v1.Opened
-	13, // 9: streamgate.v1.SubscribeResponse.messages:type_name -> streamgate.v1.MessageBatch
-	15, // 10: streamgate.v1.SubscribeResponse.notice:type_name -> streamgate.v1.Notice
-	14, // 11: streamgate.v1.MessageBatch.messages:type_name -> streamgate.v1.Message
-	1,  // 12: streamgate.v1.Message.headers:type_name -> streamgate.v1.Header
-	23, // 13: streamgate.v1.Message.publish_time:type_name -> google.protobuf.Timestamp
-	2,  // 14: streamgate.v1.Notice.status:type_name -> streamgate.v1.Status
-	17, // 15: streamgate.v1.ListMembersResponse.members:type_name -> streamgate.v1.Member
-	23, // 16: streamgate.v1.SubscriberInfo.opened_at:type_name -> google.protobuf.Timestamp
-	20, // 17: streamgate.v1.DescribeSubscriptionResponse.subscribers:type_name -> streamgate.v1.SubscriberInfo
-	21, // 18: streamgate.v1.DescribeSubscriptionResponse.shards:type_name -> streamgate.v1.ShardInfo
-	3,  // 19: streamgate.v1.Publisher.Publish:input_type -> streamgate.v1.PublishRequest
-	7,  // 20: streamgate.v1.Subscriber.Subscribe:input_type -> streamgate.v1.SubscribeRequest
-	16, // 21: streamgate.v1.Admin.ListMembers:input_type -> streamgate.v1.ListMembersRequest
-	19, // 22: streamgate.v1.Admin.DescribeSubscription:input_type -> streamgate.v1.DescribeSubscriptionRequest
-	5,  // 23: streamgate.v1.Publisher.Publish:output_type -> streamgate.v1.PublishResponse
-	11, // 24: streamgate.v1.Subscriber.Subscribe:output_type -> streamgate.v1.SubscribeResponse
-	18, // 25: streamgate.v1.Admin.ListMembers:output_type -> streamgate.v1.ListMembersResponse
-	22, // 26: streamgate.v1.Admin.DescribeSubscription:output_type -> streamgate.v1.DescribeSubscriptionResponse
-	23, // [23:27] is the sub-list for method output_type
-	19, // [19:23] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	11, // 7: streamgate.v1.SubscribeRequest.modify_ack_deadline:type_name -> streamgate.v1.ModifyAckDeadline
+	0,  // 8: streamgate.v1.Open.start_position:type_name -> streamgate.v1.StartPosition
+	13, // 9: streamgate.v1.SubscribeResponse.opened:type_name -> streamgate.v1.Opened
+	14, // 10: streamgate.v1.SubscribeResponse.messages:type_name -> streamgate.v1.MessageBatch
+	16, // 11: streamgate.v1.SubscribeResponse.notice:type_name -> streamgate.v1.Notice
+	15, // 12: streamgate.v1.MessageBatch.messages:type_name -> streamgate.v1.Message
+	1,  // 13: streamgate.v1.Message.headers:type_name -> streamgate.v1.Header
+	24, // 14: streamgate.v1.Message.publish_time:type_name -> google.protobuf.Timestamp
+	2,  // 15: streamgate.v1.Notice.status:type_name -> streamgate.v1.Status
+	18, // 16: streamgate.v1.ListMembersResponse.members:type_name -> streamgate.v1.Member
+	24, // 17: streamgate.v1.SubscriberInfo.opened_at:type_name -> google.protobuf.Timestamp
+	21, // 18: streamgate.v1.DescribeSubscriptionResponse.subscribers:type_name -> streamgate.v1.SubscriberInfo
+	22, // 19: streamgate.v1.DescribeSubscriptionResponse.shards:type_name -> streamgate.v1.ShardInfo
+	3,  // 20: streamgate.v1.Publisher.Publish:input_type -> streamgate.v1.PublishRequest
+	7,  // 21: streamgate.v1.Subscriber.Subscribe:input_type -> streamgate.v1.SubscribeRequest
+	17, // 22: streamgate.v1.Admin.ListMembers:input_type -> streamgate.v1.ListMembersRequest
+	20, // 23: streamgate.v1.Admin.DescribeSubscription:input_type -> streamgate.v1.DescribeSubscriptionRequest
+	5,  // 24: streamgate.v1.Publisher.Publish:output_type -> streamgate.v1.PublishResponse
+	12, // 25: streamgate.v1.Subscriber.Subscribe:output_type -> streamgate.v1.SubscribeResponse
+	19, // 26: streamgate.v1.Admin.ListMembers:output_type -> streamgate.v1.ListMembersResponse
+	23, // 27: streamgate.v1.Admin.DescribeSubscription:output_type -> streamgate.v1.DescribeSubscriptionResponse
+	24, // [24:28] is the sub-list for method output_type
+	20, // [20:24] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_streamgate_v1_streamgate_proto_init() }
@@ -1703,8 +1793,9 @@ func file_streamgate_v1_streamgate_proto_init() {
 		(*SubscribeRequest_Open)(nil),
 		(*SubscribeRequest_Ack)(nil),
 		(*SubscribeRequest_Nack)(nil),
+		(*SubscribeRequest_ModifyAckDeadline)(nil),
 	}
-	file_streamgate_v1_streamgate_proto_msgTypes[10].OneofWrappers = []any{
+	file_streamgate_v1_streamgate_proto_msgTypes[11].OneofWrappers = []any{
 		(*SubscribeResponse_Opened)(nil),
 		(*SubscribeResponse_Messages)(nil),
 		(*SubscribeResponse_Notice)(nil),
@@ -1715,7 +1806,7 @@ func file_streamgate_v1_streamgate_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamgate_v1_streamgate_proto_rawDesc), len(file_streamgate_v1_streamgate_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
