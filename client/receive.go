@@ -107,6 +107,16 @@ func (m *Delivery) Ack() { m.settle(false) }
 // in its shard. Only the first Ack or Nack counts.
 func (m *Delivery) Nack() { m.settle(true) }
 
+// NackWithDelay hands the message back to be delivered again no sooner
+// than delay from now (at most MaxNackDelay); the rest of its shard waits
+// behind it. Only the first Ack or Nack counts.
+func (m *Delivery) NackWithDelay(delay time.Duration, reason string) {
+	if m.sess == nil || !m.settled.CompareAndSwap(false, true) {
+		return
+	}
+	m.sess.nackDelayed(m.ID, delay, reason)
+}
+
 func (m *Delivery) settle(nack bool) {
 	if m.sess == nil || !m.settled.CompareAndSwap(false, true) {
 		return

@@ -104,6 +104,21 @@ func (s *rsession) add(id string, nack bool) {
 	}
 }
 
+// nackDelayed sends a delayed nack at once, not batched: each may carry
+// its own delay.
+func (s *rsession) nackDelayed(id string, delay time.Duration, reason string) {
+	s.mu.Lock()
+	if s.gone {
+		s.mu.Unlock()
+		return // the stream is gone: the message comes back
+	}
+	delete(s.outstanding, id)
+	s.mu.Unlock()
+	if s.sub.NackWithDelay(min(max(delay, 0), MaxNackDelay), reason, id) == nil {
+		s.settled.Add(1)
+	}
+}
+
 // batchAcks sends acks and nacks in batches until stopped (after a last
 // flush) or the stream is gone.
 func (s *rsession) batchAcks(delay time.Duration) {

@@ -202,6 +202,21 @@ func (s *Subscriber) Nack(ids ...string) error {
 	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: ids}}})
 }
 
+// MaxNackDelay is the longest delay NackWithDelay may ask for.
+const MaxNackDelay = 600 * time.Second
+
+// NackWithDelay hands messages back to be delivered again no sooner than
+// delay from now (rounded up to whole seconds, at most MaxNackDelay); the
+// rest of their shards wait behind them, other shards flow. reason (may
+// be empty) is kept with the messages on the server.
+func (s *Subscriber) NackWithDelay(delay time.Duration, reason string, ids ...string) error {
+	if delay < 0 || delay > MaxNackDelay {
+		return status.Errorf(codes.InvalidArgument, "streamgate: nack delay %s: want 0 to %s", delay, MaxNackDelay)
+	}
+	secs := uint32((delay + time.Second - 1) / time.Second)
+	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: ids, DelaySeconds: secs, Reason: reason}}})
+}
+
 // MaxAckDeadline is the longest deadline ModifyAckDeadline may give.
 const MaxAckDeadline = 600 * time.Second
 

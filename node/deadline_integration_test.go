@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -128,4 +129,106 @@ func TestReceive_ExtendsTheDeadlineOfASlowHandler(t *testing.T) {
 		assert.EqualValues(t, 1, attempts[p], "message %d delivered once", p)
 	}
 	assert.EqualValues(t, 1, opened.Load(), "no reconnect: the stream was never cut off")
+}
+
+// Issue 11: a nack with a 2 s delay is delivered again no sooner than 2 s
+// later, and the rest of its shard waits behind it, while another shard
+// keeps flowing. A delay over the maximum, or a reason too long, ends the
+// stream with INVALID_ARGUMENT.
+func TestSubscribe_ANackWithADelayIsRedeliveredAfterItWhileOtherShardsFlow(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2})
+	s := testenv.Subscribe(t, env.Client, &pb.Open{Subscription: "delay", Topics: []string{"t"}})
+	produceSpread(t, env, "t", 2, 2, 0) // one message on each shard
+	first := s.WaitCount(2, 10*time.Second)
+	held, other := first[0], first[1]
+	s.Ack(other.GetId())
+	nacked := time.Now()
+	require.NoError(t, s.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{
+		Nack: &pb.Nack{MessageIds: []string{held.GetId()}, DelaySeconds: 2, Reason: "downstream busy"}}}))
+	// The node took the nack (before it, the held shard's next message
+	// could still go to this stream, which holds the shard).
+	require.Eventually(t, func() bool { return counter(t, env, "streamgate_subscribe_handed_back_messages_total") == 1 }, 10*time.Second, 10*time.Millisecond)
+	// Meanwhile both shards get new messages: the other shard's arrive,
+	// the held shard's wait behind the nacked one.
+	produceSpread(t, env, "t", 2, 2, 100)
+	s.WaitFor(10*time.Second, "the other shard's next message", func() bool {
+		for _, m := range s.Messages()[2:] {
+			if m.GetShard() == other.GetShard() {
+				return true
+			}
+		}
+		return false
+	})
+	for _, m := range s.Messages()[2:] {
+		require.NotEqual(t, held.GetShard(), m.GetShard(), "the held shard delivered during the delay")
+	}
+	s.WaitFor(10*time.Second, "the nacked message again", func() bool {
+		for _, m := range s.Messages()[2:] {
+			if m.GetId() == held.GetId() {
+				return true
+			}
+		}
+		return false
+	})
+	waited := time.Since(nacked)
+	assert.GreaterOrEqual(t, waited, 2*time.Second, "redelivered before its delay")
+	assert.Less(t, waited, 8*time.Second, "redelivered long after its delay")
+	msgs := s.WaitCount(4, 10*time.Second)
+	var onHeld []*pb.Message
+	for _, m := range msgs[2:] {
+		if m.GetShard() == held.GetShard() {
+			onHeld = append(onHeld, m)
+		}
+	}
+	require.Len(t, onHeld, 2)
+	assert.Equal(t, held.GetId(), onHeld[0].GetId(), "the nacked message first, in shard order")
+	assert.EqualValues(t, 2, onHeld[0].GetDeliveryAttempt())
+
+	for _, nack := range []*pb.Nack{
+		{MessageIds: []string{"x"}, DelaySeconds: 601},
+		{MessageIds: []string{"x"}, Reason: strings.Repeat("r", 1025)},
+	} {
+		s := testenv.Subscribe(t, env.Client, &pb.Open{Subscription: "delay-bad", Topics: []string{"t"}})
+		require.NoError(t, s.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: nack}}))
+		st := s.WaitEnd(10 * time.Second)
+		require.Equal(t, codes.InvalidArgument, st.Code())
+		assert.Contains(t, st.Message(), "nack: ")
+	}
+}
+
+// Receive's Delivery.NackWithDelay: the message comes back after the
+// delay, with its attempt count raised.
+func TestReceive_NackWithDelay(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1})
+	publish(t, env.Client, []client.Message{{RequestID: "a", Topic: "t", Payload: []byte("a")}}, 1)
+	sub := env.Client.Subscription("rdelay", "t")
+	sub.ReceiveSettings.FromBeginning = true
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	var first time.Time
+	var again time.Duration
+	require.NoError(t, sub.Receive(ctx, func(_ context.Context, d *client.Delivery) {
+		if d.DeliveryAttempt == 1 {
+			first = time.Now()
+			d.NackWithDelay(time.Second, "later")
+			return
+		}
+		again = time.Since(first)
+		d.Ack()
+		cancel()
+	}))
+	assert.GreaterOrEqual(t, again, time.Second)
+}
+
+// counter reads a counter of the node's registry (0 when absent).
+func counter(t *testing.T, env *testenv.Env, name string) float64 {
+	t.Helper()
+	mfs, err := env.Registry.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }

@@ -30,7 +30,7 @@ func (s *subscription) dispatch() {
 			continue
 		}
 		owner := s.owner[id]
-		if owner == nil || (q.holder != nil && q.holder != owner) || s.disputed[id] {
+		if owner == nil || (q.holder != nil && q.holder != owner) || s.disputed[id] || now.Before(q.notBefore) {
 			continue
 		}
 		n := min(owner.max-len(owner.inflight), len(q.pending))
@@ -124,8 +124,13 @@ func (s *subscription) ack(sess *session, ids []string) {
 	}
 }
 
-// nack hands messages sess holds back to their shards for redelivery.
-func (s *subscription) nack(sess *session, ids []string) {
+// maxNackDelay is the longest redelivery delay a nack may ask for.
+const maxNackDelay = 600 * time.Second
+
+// nack hands messages sess holds back to their shards for redelivery, no
+// sooner than delay from now: their shards wait that long (one shard's
+// messages stay in order).
+func (s *subscription) nack(sess *session, ids []string, delay time.Duration, reason string) {
 	if sess.gone {
 		return
 	}
@@ -133,10 +138,24 @@ func (s *subscription) nack(sess *session, ids []string) {
 	for _, id := range ids {
 		if m := sess.inflight[id]; m != nil {
 			delete(sess.inflight, id) // a repeated id is handed back once
+			if reason != "" {
+				m.reason = reason
+			}
 			back = append(back, m)
 		} else {
 			s.metrics.unknownAcks.Inc()
 		}
+	}
+	if delay > 0 {
+		at := time.Now().Add(delay)
+		for _, m := range back {
+			if q := s.queue(m.d.Shard); q.notBefore.Before(at) {
+				q.notBefore = at
+			}
+		}
+	}
+	if reason != "" && len(back) > 0 {
+		s.log.Debug("messages nacked", "subscriber", sess.id, "count", len(back), "delay", delay, "reason", reason)
 	}
 	s.handBack(sess, back)
 	if s.draining.Load() && len(sess.inflight) == 0 {
@@ -155,7 +174,7 @@ func (s *subscription) extend(sess *session, ids []string, d time.Duration) {
 		return
 	}
 	if d == 0 {
-		s.nack(sess, ids)
+		s.nack(sess, ids, 0, "")
 		return
 	}
 	deadline := time.Now().Add(d)

@@ -132,7 +132,8 @@ type event struct {
 	kind   eventKind
 	sess   *session
 	ids    []string
-	extend time.Duration           // extend: the new ack deadline from now
+	extend time.Duration           // extend: the new ack deadline from now; nack: the delay
+	reason string                  // nack
 	spec   broker.SubscriptionSpec // join
 	shards []broker.ShardID        // join
 	remote remoteState             // join, view
@@ -283,7 +284,7 @@ func (s *subscription) handle(ev event) {
 	case evAck:
 		s.ack(ev.sess, ev.ids)
 	case evNack:
-		s.nack(ev.sess, ev.ids)
+		s.nack(ev.sess, ev.ids, ev.extend, ev.reason)
 	case evExtend:
 		s.extend(ev.sess, ev.ids, ev.extend)
 	case evView:

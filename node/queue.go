@@ -9,6 +9,7 @@ package node
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"github.com/streamgate/streamgate/broker"
 )
@@ -19,6 +20,8 @@ type shardQueue struct {
 	pending []*message // by seq; messages handed back come first
 	holder  *session   // the one session with in-flight messages of this shard
 	held    int        // its messages in flight with holder
+	// notBefore: a delayed nack holds the shard's delivery until then.
+	notBefore time.Time
 }
 
 // queue returns shard id's queue, making it if needed.

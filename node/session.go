@@ -64,6 +64,7 @@ type message struct {
 	// ended as stalled and the message goes to the shard's next owner.
 	deadline time.Time
 	holder   *session
+	reason   string // the last nack's reason
 }
 
 // outgoing is one message as handed to the writer: the attempt is copied,

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -21,6 +22,9 @@ import (
 
 // maxNameBytes bounds subscription and topic names.
 const maxNameBytes = 249
+
+// maxReasonBytes bounds a nack's reason.
+const maxReasonBytes = 1024
 
 // subscribeService implements the Subscriber gRPC service.
 type subscribeService struct {
@@ -328,7 +332,16 @@ func (s *subscribeService) readLoop(ctx context.Context, stream grpc.BidiStreami
 				return ctx.Err()
 			}
 		case *pb.SubscribeRequest_Nack:
-			if ids := r.Nack.GetMessageIds(); len(ids) > 0 && !sub.send(ctx, event{kind: evNack, sess: sess, ids: ids}) {
+			secs := r.Nack.GetDelaySeconds()
+			if d := time.Duration(secs) * time.Second; d > maxNackDelay {
+				return invalidf("nack: delay_seconds %d is over the maximum of %d", secs, int(maxNackDelay/time.Second))
+			}
+			if len(r.Nack.GetReason()) > maxReasonBytes || !utf8.ValidString(r.Nack.GetReason()) {
+				return invalidf("nack: reason must be valid UTF-8 of at most %d bytes", maxReasonBytes)
+			}
+			ev := event{kind: evNack, sess: sess, ids: r.Nack.GetMessageIds(), extend: time.Duration(secs) * time.Second,
+				reason: strings.Clone(r.Nack.GetReason())} // the request's frame is not kept
+			if len(ev.ids) > 0 && !sub.send(ctx, ev) {
 				return ctx.Err()
 			}
 		case *pb.SubscribeRequest_ModifyAckDeadline:

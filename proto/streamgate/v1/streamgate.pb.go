@@ -629,11 +629,19 @@ func (x *Ack) GetMessageIds() []string {
 	return nil
 }
 
-// Nack: hand these messages back now; they are redelivered before anything
-// later in their shard.
+// Nack: hand these messages back; they are redelivered before anything
+// later in their shard. With delay_seconds (at most 600) they are
+// redelivered no sooner than that from now, and since one shard's
+// messages stay in order, the rest of their shard waits behind them while
+// other shards flow (Pub/Sub's ordering-key behaviour). The delay holds on
+// the node serving the shard; a shard that moves to another node meanwhile
+// is redelivered there at once. reason is kept with the messages (for
+// dead-lettering) and logged at debug level.
 type Nack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	MessageIds    []string               `protobuf:"bytes,1,rep,name=message_ids,json=messageIds,proto3" json:"message_ids,omitempty"`
+	DelaySeconds  uint32                 `protobuf:"varint,2,opt,name=delay_seconds,json=delaySeconds,proto3" json:"delay_seconds,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -673,6 +681,20 @@ func (x *Nack) GetMessageIds() []string {
 		return x.MessageIds
 	}
 	return nil
+}
+
+func (x *Nack) GetDelaySeconds() uint32 {
+	if x != nil {
+		return x.DelaySeconds
+	}
+	return 0
+}
+
+func (x *Nack) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
 }
 
 // ModifyAckDeadline gives messages this stream holds a new ack deadline,
@@ -1624,10 +1646,12 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"maxUnacked\"&\n" +
 	"\x03Ack\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
-	"messageIds\"'\n" +
+	"messageIds\"d\n" +
 	"\x04Nack\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
-	"messageIds\"f\n" +
+	"messageIds\x12#\n" +
+	"\rdelay_seconds\x18\x02 \x01(\rR\fdelaySeconds\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"f\n" +
 	"\x11ModifyAckDeadline\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
 	"messageIds\x120\n" +

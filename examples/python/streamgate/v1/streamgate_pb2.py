@@ -14,7 +14,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estreamgate/v1/streamgate.proto\x12\rstreamgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0ePublishRequest\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.streamgate.v1.OutgoingMessage\"z\n\x0fOutgoingMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12&\n\x07headers\x18\x05 \x03(\x0b\x32\x15.streamgate.v1.Header\"@\n\x0fPublishResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.streamgate.v1.PublishResult\"]\n\rPublishResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.streamgate.v1.Status\"\xcb\x01\n\x10SubscribeRequest\x12#\n\x04open\x18\x01 \x01(\x0b\x32\x13.streamgate.v1.OpenH\x00\x12!\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x12.streamgate.v1.AckH\x00\x12#\n\x04nack\x18\x03 \x01(\x0b\x32\x13.streamgate.v1.NackH\x00\x12?\n\x13modify_ack_deadline\x18\x04 \x01(\x0b\x32 .streamgate.v1.ModifyAckDeadlineH\x00\x42\t\n\x07request\"w\n\x04Open\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x34\n\x0estart_position\x18\x03 \x01(\x0e\x32\x1c.streamgate.v1.StartPosition\x12\x13\n\x0bmax_unacked\x18\x04 \x01(\r\"\x1a\n\x03\x41\x63k\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"\x1b\n\x04Nack\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"F\n\x11ModifyAckDeadline\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x1c\n\x14\x61\x63k_deadline_seconds\x18\x02 \x01(\r\"\xa2\x01\n\x11SubscribeResponse\x12\'\n\x06opened\x18\x01 \x01(\x0b\x32\x15.streamgate.v1.OpenedH\x00\x12/\n\x08messages\x18\x02 \x01(\x0b\x32\x1b.streamgate.v1.MessageBatchH\x00\x12\'\n\x06notice\x18\x03 \x01(\x0b\x32\x15.streamgate.v1.NoticeH\x00\x42\n\n\x08response\"`\n\x06Opened\x12\x15\n\rsubscriber_id\x18\x01 \x01(\t\x12\x13\n\x0bmax_unacked\x18\x02 \x01(\r\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x1c\n\x14\x61\x63k_deadline_seconds\x18\x04 \x01(\r\"8\n\x0cMessageBatch\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.streamgate.v1.Message\"\xc5\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12&\n\x07headers\x18\x05 \x03(\x0b\x32\x15.streamgate.v1.Header\x12\x30\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65livery_attempt\x18\x07 \x01(\r\x12\r\n\x05shard\x18\x08 \x01(\t\"A\n\x06Notice\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.streamgate.v1.Status\x12\x10\n\x08terminal\x18\x02 \x01(\x08\"\x14\n\x12ListMembersRequest\"\x92\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x16\n\x0egossip_address\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\x12\x13\n\x0bsubscribers\x18\x06 \x01(\r\x12\x16\n\x0e\x63laimed_shards\x18\x07 \x01(\r\"K\n\x13ListMembersResponse\x12\x0c\n\x04self\x18\x01 \x01(\t\x12&\n\x07members\x18\x02 \x03(\x0b\x32\x15.streamgate.v1.Member\"G\n\x1b\x44\x65scribeSubscriptionRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x12\n\nlocal_only\x18\x02 \x01(\x08\"i\n\x0eSubscriberInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12-\n\topened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\tShardInfo\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x15\n\rsubscriber_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x12\n\nclaimed_by\x18\x04 \x01(\t\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x0f\n\x07\x62\x61\x63klog\x18\x06 \x01(\x03\x12\x15\n\racked_unsaved\x18\x07 \x01(\x03\x12\r\n\x05saved\x18\x08 \x01(\x08\"\xa2\x01\n\x1c\x44\x65scribeSubscriptionResponse\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x32\n\x0bsubscribers\x18\x03 \x03(\x0b\x32\x1d.streamgate.v1.SubscriberInfo\x12(\n\x06shards\x18\x04 \x03(\x0b\x32\x18.streamgate.v1.ShardInfo*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02\x32Y\n\tPublisher\x12L\n\x07Publish\x12\x1d.streamgate.v1.PublishRequest\x1a\x1e.streamgate.v1.PublishResponse(\x01\x30\x01\x32`\n\nSubscriber\x12R\n\tSubscribe\x12\x1f.streamgate.v1.SubscribeRequest\x1a .streamgate.v1.SubscribeResponse(\x01\x30\x01\x32\xce\x01\n\x05\x41\x64min\x12T\n\x0bListMembers\x12!.streamgate.v1.ListMembersRequest\x1a\".streamgate.v1.ListMembersResponse\x12o\n\x14\x44\x65scribeSubscription\x12*.streamgate.v1.DescribeSubscriptionRequest\x1a+.streamgate.v1.DescribeSubscriptionResponseBCZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1estreamgate/v1/streamgate.proto\x12\rstreamgate.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"$\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x0c\"\'\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"B\n\x0ePublishRequest\x12\x30\n\x08messages\x18\x01 \x03(\x0b\x32\x1e.streamgate.v1.OutgoingMessage\"z\n\x0fOutgoingMessage\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12&\n\x07headers\x18\x05 \x03(\x0b\x32\x15.streamgate.v1.Header\"@\n\x0fPublishResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.streamgate.v1.PublishResult\"]\n\rPublishResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nmessage_id\x18\x02 \x01(\t\x12$\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x15.streamgate.v1.Status\"\xcb\x01\n\x10SubscribeRequest\x12#\n\x04open\x18\x01 \x01(\x0b\x32\x13.streamgate.v1.OpenH\x00\x12!\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x12.streamgate.v1.AckH\x00\x12#\n\x04nack\x18\x03 \x01(\x0b\x32\x13.streamgate.v1.NackH\x00\x12?\n\x13modify_ack_deadline\x18\x04 \x01(\x0b\x32 .streamgate.v1.ModifyAckDeadlineH\x00\x42\t\n\x07request\"w\n\x04Open\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x34\n\x0estart_position\x18\x03 \x01(\x0e\x32\x1c.streamgate.v1.StartPosition\x12\x13\n\x0bmax_unacked\x18\x04 \x01(\r\"\x1a\n\x03\x41\x63k\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\"B\n\x04Nack\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x15\n\rdelay_seconds\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"F\n\x11ModifyAckDeadline\x12\x13\n\x0bmessage_ids\x18\x01 \x03(\t\x12\x1c\n\x14\x61\x63k_deadline_seconds\x18\x02 \x01(\r\"\xa2\x01\n\x11SubscribeResponse\x12\'\n\x06opened\x18\x01 \x01(\x0b\x32\x15.streamgate.v1.OpenedH\x00\x12/\n\x08messages\x18\x02 \x01(\x0b\x32\x1b.streamgate.v1.MessageBatchH\x00\x12\'\n\x06notice\x18\x03 \x01(\x0b\x32\x15.streamgate.v1.NoticeH\x00\x42\n\n\x08response\"`\n\x06Opened\x12\x15\n\rsubscriber_id\x18\x01 \x01(\t\x12\x13\n\x0bmax_unacked\x18\x02 \x01(\r\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x1c\n\x14\x61\x63k_deadline_seconds\x18\x04 \x01(\r\"8\n\x0cMessageBatch\x12(\n\x08messages\x18\x01 \x03(\x0b\x32\x16.streamgate.v1.Message\"\xc5\x01\n\x07Message\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12&\n\x07headers\x18\x05 \x03(\x0b\x32\x15.streamgate.v1.Header\x12\x30\n\x0cpublish_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x64\x65livery_attempt\x18\x07 \x01(\r\x12\r\n\x05shard\x18\x08 \x01(\t\"A\n\x06Notice\x12%\n\x06status\x18\x01 \x01(\x0b\x32\x15.streamgate.v1.Status\x12\x10\n\x08terminal\x18\x02 \x01(\x08\"\x14\n\x12ListMembersRequest\"\x92\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cgrpc_address\x18\x02 \x01(\t\x12\x16\n\x0egossip_address\x18\x03 \x01(\t\x12\r\n\x05state\x18\x04 \x01(\t\x12\x10\n\x08\x64raining\x18\x05 \x01(\x08\x12\x13\n\x0bsubscribers\x18\x06 \x01(\r\x12\x16\n\x0e\x63laimed_shards\x18\x07 \x01(\r\"K\n\x13ListMembersResponse\x12\x0c\n\x04self\x18\x01 \x01(\t\x12&\n\x07members\x18\x02 \x03(\x0b\x32\x15.streamgate.v1.Member\"G\n\x1b\x44\x65scribeSubscriptionRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x12\n\nlocal_only\x18\x02 \x01(\x08\"i\n\x0eSubscriberInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06topics\x18\x03 \x03(\t\x12-\n\topened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\tShardInfo\x12\r\n\x05shard\x18\x01 \x01(\t\x12\x15\n\rsubscriber_id\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x12\n\nclaimed_by\x18\x04 \x01(\t\x12\x11\n\tin_flight\x18\x05 \x01(\r\x12\x0f\n\x07\x62\x61\x63klog\x18\x06 \x01(\x03\x12\x15\n\racked_unsaved\x18\x07 \x01(\x03\x12\r\n\x05saved\x18\x08 \x01(\x08\"\xa2\x01\n\x1c\x44\x65scribeSubscriptionResponse\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x32\n\x0bsubscribers\x18\x03 \x03(\x0b\x32\x1d.streamgate.v1.SubscriberInfo\x12(\n\x06shards\x18\x04 \x03(\x0b\x32\x18.streamgate.v1.ShardInfo*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02\x32Y\n\tPublisher\x12L\n\x07Publish\x12\x1d.streamgate.v1.PublishRequest\x1a\x1e.streamgate.v1.PublishResponse(\x01\x30\x01\x32`\n\nSubscriber\x12R\n\tSubscribe\x12\x1f.streamgate.v1.SubscribeRequest\x1a .streamgate.v1.SubscribeResponse(\x01\x30\x01\x32\xce\x01\n\x05\x41\x64min\x12T\n\x0bListMembers\x12!.streamgate.v1.ListMembersRequest\x1a\".streamgate.v1.ListMembersResponse\x12o\n\x14\x44\x65scribeSubscription\x12*.streamgate.v1.DescribeSubscriptionRequest\x1a+.streamgate.v1.DescribeSubscriptionResponseBCZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1b\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'streamgate.v1.streamgate_pb2', globals())
@@ -22,8 +22,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
 
   DESCRIPTOR._options = None
   DESCRIPTOR._serialized_options = b'ZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1'
-  _STARTPOSITION._serialized_start=2311
-  _STARTPOSITION._serialized_end=2414
+  _STARTPOSITION._serialized_start=2350
+  _STARTPOSITION._serialized_end=2453
   _HEADER._serialized_start=82
   _HEADER._serialized_end=118
   _STATUS._serialized_start=120
@@ -43,37 +43,37 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _ACK._serialized_start=841
   _ACK._serialized_end=867
   _NACK._serialized_start=869
-  _NACK._serialized_end=896
-  _MODIFYACKDEADLINE._serialized_start=898
-  _MODIFYACKDEADLINE._serialized_end=968
-  _SUBSCRIBERESPONSE._serialized_start=971
-  _SUBSCRIBERESPONSE._serialized_end=1133
-  _OPENED._serialized_start=1135
-  _OPENED._serialized_end=1231
-  _MESSAGEBATCH._serialized_start=1233
-  _MESSAGEBATCH._serialized_end=1289
-  _MESSAGE._serialized_start=1292
-  _MESSAGE._serialized_end=1489
-  _NOTICE._serialized_start=1491
-  _NOTICE._serialized_end=1556
-  _LISTMEMBERSREQUEST._serialized_start=1558
-  _LISTMEMBERSREQUEST._serialized_end=1578
-  _MEMBER._serialized_start=1581
-  _MEMBER._serialized_end=1727
-  _LISTMEMBERSRESPONSE._serialized_start=1729
-  _LISTMEMBERSRESPONSE._serialized_end=1804
-  _DESCRIBESUBSCRIPTIONREQUEST._serialized_start=1806
-  _DESCRIBESUBSCRIPTIONREQUEST._serialized_end=1877
-  _SUBSCRIBERINFO._serialized_start=1879
-  _SUBSCRIBERINFO._serialized_end=1984
-  _SHARDINFO._serialized_start=1987
-  _SHARDINFO._serialized_end=2144
-  _DESCRIBESUBSCRIPTIONRESPONSE._serialized_start=2147
-  _DESCRIBESUBSCRIPTIONRESPONSE._serialized_end=2309
-  _PUBLISHER._serialized_start=2416
-  _PUBLISHER._serialized_end=2505
-  _SUBSCRIBER._serialized_start=2507
-  _SUBSCRIBER._serialized_end=2603
-  _ADMIN._serialized_start=2606
-  _ADMIN._serialized_end=2812
+  _NACK._serialized_end=935
+  _MODIFYACKDEADLINE._serialized_start=937
+  _MODIFYACKDEADLINE._serialized_end=1007
+  _SUBSCRIBERESPONSE._serialized_start=1010
+  _SUBSCRIBERESPONSE._serialized_end=1172
+  _OPENED._serialized_start=1174
+  _OPENED._serialized_end=1270
+  _MESSAGEBATCH._serialized_start=1272
+  _MESSAGEBATCH._serialized_end=1328
+  _MESSAGE._serialized_start=1331
+  _MESSAGE._serialized_end=1528
+  _NOTICE._serialized_start=1530
+  _NOTICE._serialized_end=1595
+  _LISTMEMBERSREQUEST._serialized_start=1597
+  _LISTMEMBERSREQUEST._serialized_end=1617
+  _MEMBER._serialized_start=1620
+  _MEMBER._serialized_end=1766
+  _LISTMEMBERSRESPONSE._serialized_start=1768
+  _LISTMEMBERSRESPONSE._serialized_end=1843
+  _DESCRIBESUBSCRIPTIONREQUEST._serialized_start=1845
+  _DESCRIBESUBSCRIPTIONREQUEST._serialized_end=1916
+  _SUBSCRIBERINFO._serialized_start=1918
+  _SUBSCRIBERINFO._serialized_end=2023
+  _SHARDINFO._serialized_start=2026
+  _SHARDINFO._serialized_end=2183
+  _DESCRIBESUBSCRIPTIONRESPONSE._serialized_start=2186
+  _DESCRIBESUBSCRIPTIONRESPONSE._serialized_end=2348
+  _PUBLISHER._serialized_start=2455
+  _PUBLISHER._serialized_end=2544
+  _SUBSCRIBER._serialized_start=2546
+  _SUBSCRIBER._serialized_end=2642
+  _ADMIN._serialized_start=2645
+  _ADMIN._serialized_end=2851
 # @@protoc_insertion_point(module_scope)
