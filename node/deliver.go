@@ -124,6 +124,44 @@ func (s *subscription) ack(sess *session, ids []string) {
 	}
 }
 
+// armRetry sets the retry timer for the earliest delayed shard that has
+// messages waiting, so that they go out when their delay ends rather than
+// at the next tick.
+func (s *subscription) armRetry() {
+	if !s.delays {
+		return
+	}
+	now := time.Now()
+	var next time.Time
+	for _, q := range s.queues {
+		if len(q.pending) > 0 && q.notBefore.After(now) && (next.IsZero() || q.notBefore.Before(next)) {
+			next = q.notBefore
+		}
+	}
+	if next.IsZero() {
+		s.delays = s.retryAt.After(now) // nothing waits: look again only after the next delayed nack
+		return
+	}
+	if !s.retryAt.IsZero() && !next.Before(s.retryAt) {
+		return
+	}
+	if s.retry == nil {
+		s.retry = time.NewTimer(next.Sub(now))
+	} else {
+		s.retry.Stop()
+		s.retry.Reset(next.Sub(now))
+	}
+	s.retryAt = next
+}
+
+// retryC is the retry timer's channel while it is armed, else nil.
+func (s *subscription) retryC() <-chan time.Time {
+	if s.retryAt.IsZero() {
+		return nil
+	}
+	return s.retry.C
+}
+
 // maxNackDelay is the longest redelivery delay a nack may ask for.
 const maxNackDelay = 600 * time.Second
 
@@ -147,6 +185,7 @@ func (s *subscription) nack(sess *session, ids []string, delay time.Duration, re
 		}
 	}
 	if delay > 0 {
+		s.delays = true
 		at := time.Now().Add(delay)
 		for _, m := range back {
 			if q := s.queue(m.d.Shard); q.notBefore.Before(at) {

@@ -87,6 +87,9 @@ type subscription struct {
 	recomputeAt  time.Time                   // recomputeStale waits until then
 	due          <-chan time.Time            // dueTimer's channel while it is armed for recomputeStale; nil otherwise
 	dueTimer     *time.Timer
+	retry        *time.Timer // fires when a delayed nack's shard may be delivered again (armRetry)
+	retryAt      time.Time   // when retry fires; zero when it is not armed
+	delays       bool        // a delayed nack may hold a shard (armRetry looks)
 	queues       map[broker.ShardID]*shardQueue
 	known        map[string]bool           // ids queued or in flight: a message is never held twice
 	claimed      map[broker.ShardID]bool   // claims this node gossips
@@ -224,12 +227,19 @@ func (s *subscription) run() {
 	tick := time.NewTicker(max(min(s.cfg.AckTimeout/4, time.Second), 10*time.Millisecond))
 	defer tick.Stop()
 	defer s.stopDue()
+	defer func() {
+		if s.retry != nil {
+			s.retry.Stop()
+		}
+	}()
 	for {
 		select {
 		case ev := <-s.events:
 			s.handle(ev)
 		case <-s.due:
 			s.due = nil // recomputeStale below
+		case <-s.retryC():
+			s.retryAt = time.Time{} // dispatch below, and armRetry for the next
 		case r := <-s.poll:
 			s.polled(r)
 		case r := <-s.released:
@@ -272,6 +282,7 @@ func (s *subscription) run() {
 		if !s.stale { // owner may name a session that left
 			s.dispatch()
 		}
+		s.armRetry()
 	}
 }
 
