@@ -10,11 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/devbroker"
+	"github.com/streamgate/streamgate/internal/testenv"
 	"github.com/streamgate/streamgate/node"
 )
 
@@ -32,8 +31,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	stop()
 	// Every goroutine the client starts (stream readers, ack batchers,
-	// handlers, publisher loops) has ended once its owner returned.
-	if err := goleak.Find(); err != nil && code == 0 {
+	// handlers, publisher loops) has ended once its owner returned
+	// (testenv.VerifyNoLeaks says why it waits up to 10 s).
+	if err := testenv.EventuallyNoLeaks(10 * time.Second); err != nil && code == 0 {
 		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
 		code = 1
 	}

@@ -3,10 +3,10 @@ package node_test
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/streamgate/streamgate/internal/testenv"
 )
 
 // Every goroutine a test starts must be stopped by its owner.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.VerifyNoLeaks(m)
 }

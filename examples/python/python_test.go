@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 
 	"github.com/streamgate/streamgate/internal/testenv"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
@@ -21,7 +20,7 @@ import (
 
 // Every goroutine a test starts must be stopped by its owner.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.VerifyNoLeaks(m)
 }
 
 const install = "apt-get install python3-grpcio python3-protobuf"

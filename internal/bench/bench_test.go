@@ -12,14 +12,13 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.uber.org/goleak"
 
 	"github.com/streamgate/streamgate/internal/testenv"
 )
 
 // Every goroutine a phase starts must be stopped before it returns.
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	testenv.VerifyNoLeaks(m)
 }
 
 func TestHistogram_QuantilesWithinABucketsWidth(t *testing.T) {
