@@ -7,9 +7,9 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
-	"strings"
 	"time"
 	"unicode/utf8"
 
