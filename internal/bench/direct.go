@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -104,23 +103,9 @@ func DirectReader(brokers, topic, group string, w Workload) Reader {
 		}
 		// A target lowered to what was already read (the writer ended)
 		// must end a poll that waits for records that will not come.
-		pollCtx, stopPoll := context.WithCancel(ctx)
 		var read atomic.Int64
-		var watcher sync.WaitGroup
-		defer watcher.Wait()
+		pollCtx, stopPoll := untilTarget(ctx, &read, target)
 		defer stopPoll()
-		watcher.Go(func() {
-			t := time.NewTicker(10 * time.Millisecond)
-			defer t.Stop()
-			for read.Load() < target.Load() {
-				select {
-				case <-pollCtx.Done():
-					return
-				case <-t.C:
-				}
-			}
-			stopPoll()
-		})
 		for got < target.Load() {
 			fs := cl.PollRecords(pollCtx, 1000)
 			if err := ctx.Err(); err != nil {

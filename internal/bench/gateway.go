@@ -83,7 +83,7 @@ func GatewayReader(ctx context.Context, cl *client.Client, subscription, topic s
 		var got, bytes atomic.Int64
 		// Reading stops when target messages are in: finish cancels the
 		// readers' waits, and their context.Canceled is then the normal end.
-		readCtx, finish := context.WithCancel(ctx)
+		readCtx, finish := untilTarget(ctx, &got, target)
 		defer finish()
 		g := new(errgroup.Group)
 		for _, s := range subs {
@@ -123,21 +123,6 @@ func GatewayReader(ctx context.Context, cl *client.Client, subscription, topic s
 				return nil
 			})
 		}
-		// A target lowered to what was already read (the writer ended)
-		// ends the readers too.
-		g.Go(func() error {
-			t := time.NewTicker(10 * time.Millisecond)
-			defer t.Stop()
-			for got.Load() < target.Load() {
-				select {
-				case <-readCtx.Done():
-					return nil
-				case <-t.C:
-				}
-			}
-			finish()
-			return nil
-		})
 		err := g.Wait()
 		if err == nil && got.Load() < target.Load() {
 			err = fmt.Errorf("after %d messages: %w", got.Load(), context.Cause(ctx))

@@ -11,6 +11,7 @@
 package bench
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -204,6 +205,29 @@ func (p pacer) index(i int) int {
 		return p.stream*p.w.Count/p.w.Streams + i
 	}
 	return i*p.w.Streams + p.stream
+}
+
+// untilTarget returns a context that ends once got reaches target (which
+// a writer running alongside lowers to what it sent, when it ends) or ctx
+// ends: a read that waits for messages that will not come ends with it.
+// stop ends it and waits for its watcher; it may be called more than once.
+func untilTarget(ctx context.Context, got, target *atomic.Int64) (context.Context, func()) {
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for got.Load() < target.Load() {
+			select {
+			case <-rctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+		cancel()
+	}()
+	return rctx, func() { cancel(); <-done }
 }
 
 func (w Workload) progress(n int) {
