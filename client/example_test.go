@@ -13,7 +13,7 @@ import (
 	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/devbroker"
-	"github.com/streamgate/streamgate/internal/testenv"
+	"github.com/streamgate/streamgate/internal/leaktest"
 	"github.com/streamgate/streamgate/node"
 )
 
@@ -32,8 +32,8 @@ func TestMain(m *testing.M) {
 	stop()
 	// Every goroutine the client starts (stream readers, ack batchers,
 	// handlers, publisher loops) has ended once its owner returned
-	// (testenv.VerifyNoLeaks says why it waits up to 10 s).
-	if err := testenv.EventuallyNoLeaks(10 * time.Second); err != nil && code == 0 {
+	// (leaktest says why it waits up to 10 s).
+	if err := leaktest.Eventually(leaktest.Patience); err != nil && code == 0 {
 		fmt.Fprintln(os.Stderr, "leaked goroutines:", err)
 		code = 1
 	}

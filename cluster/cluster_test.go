@@ -24,6 +24,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	"github.com/streamgate/streamgate/internal/leaktest"
 )
 
 // countingHandler counts memberlist's failure-detection log lines and,
@@ -532,5 +534,5 @@ func TestNoGoroutinesLeftAfterLeaveAndKill(t *testing.T) {
 	a.Kill() // idempotent
 	require.NoError(t, b.Leave(time.Second))
 	b.SetLocal(nil) // no-op after stop
-	require.NoError(t, eventuallyNoLeaks(before))
+	require.NoError(t, leaktest.Eventually(leaktest.Patience, before))
 }

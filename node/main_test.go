@@ -3,10 +3,10 @@ package node_test
 import (
 	"testing"
 
-	"github.com/streamgate/streamgate/internal/testenv"
+	"github.com/streamgate/streamgate/internal/leaktest"
 )
 
 // Every goroutine a test starts must be stopped by its owner.
 func TestMain(m *testing.M) {
-	testenv.VerifyNoLeaks(m)
+	leaktest.VerifyTestMain(m)
 }

@@ -14,13 +14,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/streamgate/streamgate/internal/leaktest"
 	"github.com/streamgate/streamgate/internal/testenv"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
 // Every goroutine a test starts must be stopped by its owner.
 func TestMain(m *testing.M) {
-	testenv.VerifyNoLeaks(m)
+	leaktest.VerifyTestMain(m)
 }
 
 const install = "apt-get install python3-grpcio python3-protobuf"

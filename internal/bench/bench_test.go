@@ -13,12 +13,13 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/streamgate/streamgate/internal/leaktest"
 	"github.com/streamgate/streamgate/internal/testenv"
 )
 
 // Every goroutine a phase starts must be stopped before it returns.
 func TestMain(m *testing.M) {
-	testenv.VerifyNoLeaks(m)
+	leaktest.VerifyTestMain(m)
 }
 
 func TestHistogram_QuantilesWithinABucketsWidth(t *testing.T) {
