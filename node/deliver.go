@@ -126,7 +126,8 @@ func (s *subscription) ack(sess *session, ids []string) {
 
 // armRetry sets the retry timer for the earliest delayed shard that has
 // messages waiting, so that they go out when their delay ends rather than
-// at the next tick.
+// at the next tick. With no delayed nack since the last look that found
+// none waiting, it does nothing.
 func (s *subscription) armRetry() {
 	if !s.delays {
 		return
@@ -139,11 +140,11 @@ func (s *subscription) armRetry() {
 		}
 	}
 	if next.IsZero() {
-		s.delays = s.retryAt.After(now) // nothing waits: look again only after the next delayed nack
+		s.delays = false // an armed timer may still fire: a dispatch with nothing to do
 		return
 	}
 	if !s.retryAt.IsZero() && !next.Before(s.retryAt) {
-		return
+		return // armed for that time or earlier
 	}
 	if s.retry == nil {
 		s.retry = time.NewTimer(next.Sub(now))
@@ -226,7 +227,7 @@ func (s *subscription) extend(sess *session, ids []string, d time.Duration) {
 	}
 }
 
-// expire ends sessions that hold a message for longer than the ack timeout.
+// expire ends sessions that hold a message past its ack deadline.
 func (s *subscription) expire(now time.Time) {
 	if !s.mayDeliver() {
 		return // subscribers cannot ack what a node in doubt does not read
