@@ -210,10 +210,10 @@ const MaxNackDelay = 600 * time.Second
 // rest of their shards wait behind them, other shards flow. reason (may
 // be empty) is kept with the messages on the server.
 func (s *Subscriber) NackWithDelay(delay time.Duration, reason string, ids ...string) error {
-	if delay < 0 || delay > MaxNackDelay {
-		return status.Errorf(codes.InvalidArgument, "streamgate: nack delay %s: want 0 to %s", delay, MaxNackDelay)
+	secs, err := wholeSeconds("nack delay", delay, MaxNackDelay)
+	if err != nil {
+		return err
 	}
-	secs := uint32((delay + time.Second - 1) / time.Second)
 	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: ids, DelaySeconds: secs, Reason: reason}}})
 }
 
@@ -224,11 +224,20 @@ const MaxAckDeadline = 600 * time.Second
 // d from now (rounded up to whole seconds, at most MaxAckDeadline), so a
 // slow handler is not cut off; d of 0 hands them back now, as Nack does.
 func (s *Subscriber) ModifyAckDeadline(d time.Duration, ids ...string) error {
-	if d < 0 || d > MaxAckDeadline {
-		return status.Errorf(codes.InvalidArgument, "streamgate: ack deadline %s: want 0 to %s", d, MaxAckDeadline)
+	secs, err := wholeSeconds("ack deadline", d, MaxAckDeadline)
+	if err != nil {
+		return err
 	}
-	secs := uint32((d + time.Second - 1) / time.Second)
 	return s.send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_ModifyAckDeadline{ModifyAckDeadline: &pb.ModifyAckDeadline{MessageIds: ids, AckDeadlineSeconds: secs}}})
+}
+
+// wholeSeconds is d rounded up to the whole seconds the API carries, or
+// InvalidArgument naming what when d is outside 0..limit.
+func wholeSeconds(what string, d, limit time.Duration) (uint32, error) {
+	if d < 0 || d > limit {
+		return 0, status.Errorf(codes.InvalidArgument, "streamgate: %s %s: want 0 to %s", what, d, limit)
+	}
+	return uint32((d + time.Second - 1) / time.Second), nil
 }
 
 func (s *Subscriber) send(req *pb.SubscribeRequest) error {
