@@ -39,7 +39,7 @@ func (s *subscription) dispatch() {
 		}
 		for _, m := range q.pending[:n] {
 			m.attempt++
-			m.deadline = now.Add(s.cfg.AckTimeout)
+			m.deadline = now.Add(s.settings.ackDeadline)
 			m.holder = owner
 			owner.inflight[m.d.ID] = m
 			out[owner] = append(out[owner], outgoing{d: &m.d, attempt: m.attempt})
@@ -245,6 +245,6 @@ func (s *subscription) expire(now time.Time) {
 		s.log.Info("subscriber timed out", "subscriber", sess.id, "late", late)
 		s.metrics.timeouts.Inc()
 		s.end(sess, codes.DeadlineExceeded, fmt.Sprintf(
-			"%d message(s) held un-acked past their ack deadline (the ack timeout of %s unless extended); they go to another subscriber", late, s.cfg.AckTimeout))
+			"%d message(s) held un-acked past their ack deadline (the ack deadline of %s unless extended); they go to another subscriber", late, s.settings.ackDeadline))
 	}
 }

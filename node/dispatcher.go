@@ -114,6 +114,7 @@ type subscription struct {
 	pollErr      error     // non-nil while the backend cannot be read
 	lastNotice   time.Time // of the last UNAVAILABLE notice
 	buffered     int       // undelivered messages in queues
+	settings     settings  // the stored settings in force (settings.go)
 }
 
 type eventKind int
@@ -182,6 +183,7 @@ func newSubscription(name string, cfg Config, backend broker.Subscriber, m *metr
 		releasing:   map[broker.ShardID]bool{},
 		poll:        make(chan pollResult, 1),
 		pollWanted:  make(chan struct{}, 1),
+		settings:    defaultSettings(cfg),
 	}
 	if members != nil {
 		// Claims from before this incarnation were confirmed by it, or

@@ -215,7 +215,7 @@ func (s *subscription) confirmedAt(epoch uint64) {
 	now := time.Now()
 	for _, sess := range s.sessions {
 		for _, m := range sess.inflight {
-			m.deadline = now.Add(s.cfg.AckTimeout)
+			m.deadline = now.Add(s.settings.ackDeadline)
 		}
 	}
 	s.log.Info("standing regained; claims confirmed")

@@ -74,6 +74,101 @@ func (StartPosition) EnumDescriptor() ([]byte, []int) {
 	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{0}
 }
 
+type Ordering int32
+
+const (
+	Ordering_ORDERING_UNSPECIFIED Ordering = 0 // shard order
+	Ordering_ORDERING_SHARD       Ordering = 1 // messages of one shard are delivered in order, one holder at a time
+)
+
+// Enum value maps for Ordering.
+var (
+	Ordering_name = map[int32]string{
+		0: "ORDERING_UNSPECIFIED",
+		1: "ORDERING_SHARD",
+	}
+	Ordering_value = map[string]int32{
+		"ORDERING_UNSPECIFIED": 0,
+		"ORDERING_SHARD":       1,
+	}
+)
+
+func (x Ordering) Enum() *Ordering {
+	p := new(Ordering)
+	*p = x
+	return p
+}
+
+func (x Ordering) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Ordering) Descriptor() protoreflect.EnumDescriptor {
+	return file_streamgate_v1_streamgate_proto_enumTypes[1].Descriptor()
+}
+
+func (Ordering) Type() protoreflect.EnumType {
+	return &file_streamgate_v1_streamgate_proto_enumTypes[1]
+}
+
+func (x Ordering) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Ordering.Descriptor instead.
+func (Ordering) EnumDescriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{1}
+}
+
+type SeekTarget int32
+
+const (
+	SeekTarget_SEEK_TARGET_UNSPECIFIED SeekTarget = 0
+	SeekTarget_SEEK_TARGET_EARLIEST    SeekTarget = 1 // the first message each shard still holds
+	SeekTarget_SEEK_TARGET_LATEST      SeekTarget = 2 // after the last message: only new messages are delivered
+)
+
+// Enum value maps for SeekTarget.
+var (
+	SeekTarget_name = map[int32]string{
+		0: "SEEK_TARGET_UNSPECIFIED",
+		1: "SEEK_TARGET_EARLIEST",
+		2: "SEEK_TARGET_LATEST",
+	}
+	SeekTarget_value = map[string]int32{
+		"SEEK_TARGET_UNSPECIFIED": 0,
+		"SEEK_TARGET_EARLIEST":    1,
+		"SEEK_TARGET_LATEST":      2,
+	}
+)
+
+func (x SeekTarget) Enum() *SeekTarget {
+	p := new(SeekTarget)
+	*p = x
+	return p
+}
+
+func (x SeekTarget) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SeekTarget) Descriptor() protoreflect.EnumDescriptor {
+	return file_streamgate_v1_streamgate_proto_enumTypes[2].Descriptor()
+}
+
+func (SeekTarget) Type() protoreflect.EnumType {
+	return &file_streamgate_v1_streamgate_proto_enumTypes[2]
+}
+
+func (x SeekTarget) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SeekTarget.Descriptor instead.
+func (SeekTarget) EnumDescriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{2}
+}
+
 type Header struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
@@ -522,7 +617,11 @@ type Open struct {
 	Subscription  string                 `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
 	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"` // every subscriber of a subscription names the same set
 	StartPosition StartPosition          `protobuf:"varint,3,opt,name=start_position,json=startPosition,proto3,enum=streamgate.v1.StartPosition" json:"start_position,omitempty"`
-	MaxUnacked    uint32                 `protobuf:"varint,4,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"` // 0: the server's limit; otherwise min(this, server's)
+	MaxUnacked    uint32                 `protobuf:"varint,4,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"` // 0: the subscription's limit; otherwise min(this, subscription's)
+	// confirm_acks: the server answers acks with AckResult, saying which
+	// acks are durably saved (exactly-once processing). Costs one position
+	// save per ack batch (coalesced).
+	ConfirmAcks   bool `protobuf:"varint,5,opt,name=confirm_acks,json=confirmAcks,proto3" json:"confirm_acks,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -583,6 +682,13 @@ func (x *Open) GetMaxUnacked() uint32 {
 		return x.MaxUnacked
 	}
 	return 0
+}
+
+func (x *Open) GetConfirmAcks() bool {
+	if x != nil {
+		return x.ConfirmAcks
+	}
+	return false
 }
 
 type Ack struct {
@@ -762,6 +868,7 @@ type SubscribeResponse struct {
 	//	*SubscribeResponse_Opened
 	//	*SubscribeResponse_Messages
 	//	*SubscribeResponse_Notice
+	//	*SubscribeResponse_AckResult
 	Response      isSubscribeResponse_Response `protobuf_oneof:"response"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -831,6 +938,15 @@ func (x *SubscribeResponse) GetNotice() *Notice {
 	return nil
 }
 
+func (x *SubscribeResponse) GetAckResult() *AckResult {
+	if x != nil {
+		if x, ok := x.Response.(*SubscribeResponse_AckResult); ok {
+			return x.AckResult
+		}
+	}
+	return nil
+}
+
 type isSubscribeResponse_Response interface {
 	isSubscribeResponse_Response()
 }
@@ -847,11 +963,129 @@ type SubscribeResponse_Notice struct {
 	Notice *Notice `protobuf:"bytes,3,opt,name=notice,proto3,oneof"`
 }
 
+type SubscribeResponse_AckResult struct {
+	AckResult *AckResult `protobuf:"bytes,4,opt,name=ack_result,json=ackResult,proto3,oneof"`
+}
+
 func (*SubscribeResponse_Opened) isSubscribeResponse_Response() {}
 
 func (*SubscribeResponse_Messages) isSubscribeResponse_Response() {}
 
 func (*SubscribeResponse_Notice) isSubscribeResponse_Response() {}
+
+func (*SubscribeResponse_AckResult) isSubscribeResponse_Response() {}
+
+// AckResult answers acks on a stream opened with confirm_acks; one result
+// may answer several Ack requests, and every acked id is answered once.
+// saved_ids: their acks are durably saved with the subscription's
+// position; they are not delivered again. failures: acks that are not
+// saved. FAILED_PRECONDITION: the id is not held by this stream (unknown,
+// acked already, or void: it was or will be delivered again).
+// UNAVAILABLE: the position could not be saved in time; the ack may still
+// be saved later, or the message delivered again.
+type AckResult struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SavedIds      []string               `protobuf:"bytes,1,rep,name=saved_ids,json=savedIds,proto3" json:"saved_ids,omitempty"`
+	Failures      []*AckFailure          `protobuf:"bytes,2,rep,name=failures,proto3" json:"failures,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckResult) Reset() {
+	*x = AckResult{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckResult) ProtoMessage() {}
+
+func (x *AckResult) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckResult.ProtoReflect.Descriptor instead.
+func (*AckResult) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *AckResult) GetSavedIds() []string {
+	if x != nil {
+		return x.SavedIds
+	}
+	return nil
+}
+
+func (x *AckResult) GetFailures() []*AckFailure {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+type AckFailure struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MessageId     string                 `protobuf:"bytes,1,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	Status        *Status                `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AckFailure) Reset() {
+	*x = AckFailure{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AckFailure) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AckFailure) ProtoMessage() {}
+
+func (x *AckFailure) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AckFailure.ProtoReflect.Descriptor instead.
+func (*AckFailure) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *AckFailure) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *AckFailure) GetStatus() *Status {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
 
 type Opened struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
@@ -865,7 +1099,7 @@ type Opened struct {
 
 func (x *Opened) Reset() {
 	*x = Opened{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -877,7 +1111,7 @@ func (x *Opened) String() string {
 func (*Opened) ProtoMessage() {}
 
 func (x *Opened) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[12]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -890,7 +1124,7 @@ func (x *Opened) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Opened.ProtoReflect.Descriptor instead.
 func (*Opened) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{12}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Opened) GetSubscriberId() string {
@@ -930,7 +1164,7 @@ type MessageBatch struct {
 
 func (x *MessageBatch) Reset() {
 	*x = MessageBatch{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -942,7 +1176,7 @@ func (x *MessageBatch) String() string {
 func (*MessageBatch) ProtoMessage() {}
 
 func (x *MessageBatch) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[13]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -955,7 +1189,7 @@ func (x *MessageBatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MessageBatch.ProtoReflect.Descriptor instead.
 func (*MessageBatch) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{13}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *MessageBatch) GetMessages() []*Message {
@@ -981,7 +1215,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1227,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[14]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1240,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{14}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Message) GetId() string {
@@ -1081,7 +1315,7 @@ type Notice struct {
 
 func (x *Notice) Reset() {
 	*x = Notice{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1327,7 @@ func (x *Notice) String() string {
 func (*Notice) ProtoMessage() {}
 
 func (x *Notice) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[15]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1340,7 @@ func (x *Notice) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notice.ProtoReflect.Descriptor instead.
 func (*Notice) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{15}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Notice) GetStatus() *Status {
@@ -1123,6 +1357,671 @@ func (x *Notice) GetTerminal() bool {
 	return false
 }
 
+// Subscription is a subscription's stored settings.
+type Subscription struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`                                                                          // UTF-8, at most 249 bytes
+	Topics        []string               `protobuf:"bytes,2,rep,name=topics,proto3" json:"topics,omitempty"`                                                                      // set at creation; fixed after it
+	StartPosition StartPosition          `protobuf:"varint,3,opt,name=start_position,json=startPosition,proto3,enum=streamgate.v1.StartPosition" json:"start_position,omitempty"` // where shards without a saved position start; fixed after creation
+	// ack_deadline_seconds: a delivered message's ack deadline (1..600); a
+	// subscriber that holds a message past it is ended and its messages go
+	// to another subscriber. 0 on create: the server's --ack-timeout.
+	AckDeadlineSeconds uint32 `protobuf:"varint,4,opt,name=ack_deadline_seconds,json=ackDeadlineSeconds,proto3" json:"ack_deadline_seconds,omitempty"`
+	MaxUnacked         uint32 `protobuf:"varint,5,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"` // per stream; 0: the server's --max-unacked (also the upper bound)
+	// max_delivery_attempts: 0 is off; else 5..100. A message nacked or
+	// timed out on its Nth delivery is published to dead_letter_topic and
+	// then acked in this subscription.
+	MaxDeliveryAttempts uint32       `protobuf:"varint,6,opt,name=max_delivery_attempts,json=maxDeliveryAttempts,proto3" json:"max_delivery_attempts,omitempty"`
+	DeadLetterTopic     string       `protobuf:"bytes,7,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"` // required with max_delivery_attempts; must exist
+	RetryPolicy         *RetryPolicy `protobuf:"bytes,8,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`               // absent: a nacked message is redelivered at once
+	Ordering            Ordering     `protobuf:"varint,9,opt,name=ordering,proto3,enum=streamgate.v1.Ordering" json:"ordering,omitempty"`
+	// version: set by the server, raised by every change. On update and
+	// delete, a non-zero version must match the stored one (else ABORTED).
+	Version       int64                  `protobuf:"varint,10,opt,name=version,proto3" json:"version,omitempty"`
+	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"` // output only
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"` // output only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Subscription) Reset() {
+	*x = Subscription{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Subscription) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Subscription) ProtoMessage() {}
+
+func (x *Subscription) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Subscription.ProtoReflect.Descriptor instead.
+func (*Subscription) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Subscription) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Subscription) GetTopics() []string {
+	if x != nil {
+		return x.Topics
+	}
+	return nil
+}
+
+func (x *Subscription) GetStartPosition() StartPosition {
+	if x != nil {
+		return x.StartPosition
+	}
+	return StartPosition_START_POSITION_UNSPECIFIED
+}
+
+func (x *Subscription) GetAckDeadlineSeconds() uint32 {
+	if x != nil {
+		return x.AckDeadlineSeconds
+	}
+	return 0
+}
+
+func (x *Subscription) GetMaxUnacked() uint32 {
+	if x != nil {
+		return x.MaxUnacked
+	}
+	return 0
+}
+
+func (x *Subscription) GetMaxDeliveryAttempts() uint32 {
+	if x != nil {
+		return x.MaxDeliveryAttempts
+	}
+	return 0
+}
+
+func (x *Subscription) GetDeadLetterTopic() string {
+	if x != nil {
+		return x.DeadLetterTopic
+	}
+	return ""
+}
+
+func (x *Subscription) GetRetryPolicy() *RetryPolicy {
+	if x != nil {
+		return x.RetryPolicy
+	}
+	return nil
+}
+
+func (x *Subscription) GetOrdering() Ordering {
+	if x != nil {
+		return x.Ordering
+	}
+	return Ordering_ORDERING_UNSPECIFIED
+}
+
+func (x *Subscription) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *Subscription) GetCreateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreateTime
+	}
+	return nil
+}
+
+func (x *Subscription) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+// RetryPolicy: a message nacked without a delay, or timed out, is
+// redelivered no earlier than its backoff, doubling from minimum with each
+// attempt up to maximum; later messages of its shard wait behind it while
+// other shards flow. Both 0..600 seconds, minimum <= maximum; Pub/Sub's
+// are 10 and 600.
+type RetryPolicy struct {
+	state                 protoimpl.MessageState `protogen:"open.v1"`
+	MinimumBackoffSeconds uint32                 `protobuf:"varint,1,opt,name=minimum_backoff_seconds,json=minimumBackoffSeconds,proto3" json:"minimum_backoff_seconds,omitempty"`
+	MaximumBackoffSeconds uint32                 `protobuf:"varint,2,opt,name=maximum_backoff_seconds,json=maximumBackoffSeconds,proto3" json:"maximum_backoff_seconds,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *RetryPolicy) Reset() {
+	*x = RetryPolicy{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryPolicy) ProtoMessage() {}
+
+func (x *RetryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryPolicy.ProtoReflect.Descriptor instead.
+func (*RetryPolicy) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RetryPolicy) GetMinimumBackoffSeconds() uint32 {
+	if x != nil {
+		return x.MinimumBackoffSeconds
+	}
+	return 0
+}
+
+func (x *RetryPolicy) GetMaximumBackoffSeconds() uint32 {
+	if x != nil {
+		return x.MaximumBackoffSeconds
+	}
+	return 0
+}
+
+type CreateSubscriptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscription  *Subscription          `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"` // version, create_time and update_time are ignored
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSubscriptionRequest) Reset() {
+	*x = CreateSubscriptionRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSubscriptionRequest) ProtoMessage() {}
+
+func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*CreateSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CreateSubscriptionRequest) GetSubscription() *Subscription {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
+type GetSubscriptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetSubscriptionRequest) Reset() {
+	*x = GetSubscriptionRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetSubscriptionRequest) ProtoMessage() {}
+
+func (x *GetSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*GetSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GetSubscriptionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type UpdateSubscriptionRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Subscription *Subscription          `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	// update_mask: the fields of subscription to change, by name
+	// (ack_deadline_seconds, max_unacked, max_delivery_attempts,
+	// dead_letter_topic, retry_policy, ordering); at least one.
+	UpdateMask    []string `protobuf:"bytes,2,rep,name=update_mask,json=updateMask,proto3" json:"update_mask,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateSubscriptionRequest) Reset() {
+	*x = UpdateSubscriptionRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateSubscriptionRequest) ProtoMessage() {}
+
+func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*UpdateSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UpdateSubscriptionRequest) GetSubscription() *Subscription {
+	if x != nil {
+		return x.Subscription
+	}
+	return nil
+}
+
+func (x *UpdateSubscriptionRequest) GetUpdateMask() []string {
+	if x != nil {
+		return x.UpdateMask
+	}
+	return nil
+}
+
+type ListSubscriptionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubscriptionsRequest) Reset() {
+	*x = ListSubscriptionsRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubscriptionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubscriptionsRequest) ProtoMessage() {}
+
+func (x *ListSubscriptionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubscriptionsRequest.ProtoReflect.Descriptor instead.
+func (*ListSubscriptionsRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{23}
+}
+
+type ListSubscriptionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Subscriptions []*Subscription        `protobuf:"bytes,1,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"` // sorted by name
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSubscriptionsResponse) Reset() {
+	*x = ListSubscriptionsResponse{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSubscriptionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSubscriptionsResponse) ProtoMessage() {}
+
+func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
+func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
+	if x != nil {
+		return x.Subscriptions
+	}
+	return nil
+}
+
+// DeleteSubscriptionRequest: deleting ends every stream of the
+// subscription with NOT_FOUND. Its saved positions are kept: a
+// subscription created again with the same name and topics resumes from
+// them (Seek moves them).
+type DeleteSubscriptionRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version       int64                  `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"` // non-zero: must match the stored version (else ABORTED)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSubscriptionRequest) Reset() {
+	*x = DeleteSubscriptionRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSubscriptionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSubscriptionRequest) ProtoMessage() {}
+
+func (x *DeleteSubscriptionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSubscriptionRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSubscriptionRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteSubscriptionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *DeleteSubscriptionRequest) GetVersion() int64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+type DeleteSubscriptionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSubscriptionResponse) Reset() {
+	*x = DeleteSubscriptionResponse{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSubscriptionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSubscriptionResponse) ProtoMessage() {}
+
+func (x *DeleteSubscriptionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSubscriptionResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSubscriptionResponse) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{26}
+}
+
+type SeekRequest struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Subscription string                 `protobuf:"bytes,1,opt,name=subscription,proto3" json:"subscription,omitempty"`
+	// Types that are valid to be assigned to Target:
+	//
+	//	*SeekRequest_To
+	//	*SeekRequest_Time
+	Target        isSeekRequest_Target `protobuf_oneof:"target"`
+	LocalOnly     bool                 `protobuf:"varint,4,opt,name=local_only,json=localOnly,proto3" json:"local_only,omitempty"` // used between members
+	Phase         uint32               `protobuf:"varint,5,opt,name=phase,proto3" json:"phase,omitempty"`                          // used between members with local_only
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeekRequest) Reset() {
+	*x = SeekRequest{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeekRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeekRequest) ProtoMessage() {}
+
+func (x *SeekRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeekRequest.ProtoReflect.Descriptor instead.
+func (*SeekRequest) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SeekRequest) GetSubscription() string {
+	if x != nil {
+		return x.Subscription
+	}
+	return ""
+}
+
+func (x *SeekRequest) GetTarget() isSeekRequest_Target {
+	if x != nil {
+		return x.Target
+	}
+	return nil
+}
+
+func (x *SeekRequest) GetTo() SeekTarget {
+	if x != nil {
+		if x, ok := x.Target.(*SeekRequest_To); ok {
+			return x.To
+		}
+	}
+	return SeekTarget_SEEK_TARGET_UNSPECIFIED
+}
+
+func (x *SeekRequest) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		if x, ok := x.Target.(*SeekRequest_Time); ok {
+			return x.Time
+		}
+	}
+	return nil
+}
+
+func (x *SeekRequest) GetLocalOnly() bool {
+	if x != nil {
+		return x.LocalOnly
+	}
+	return false
+}
+
+func (x *SeekRequest) GetPhase() uint32 {
+	if x != nil {
+		return x.Phase
+	}
+	return 0
+}
+
+type isSeekRequest_Target interface {
+	isSeekRequest_Target()
+}
+
+type SeekRequest_To struct {
+	To SeekTarget `protobuf:"varint,2,opt,name=to,proto3,enum=streamgate.v1.SeekTarget,oneof"`
+}
+
+type SeekRequest_Time struct {
+	// time: each shard's first message published at or after it (the
+	// end of the shard when there is none).
+	Time *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=time,proto3,oneof"`
+}
+
+func (*SeekRequest_To) isSeekRequest_Target() {}
+
+func (*SeekRequest_Time) isSeekRequest_Target() {}
+
+type SeekResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Shards        []string               `protobuf:"bytes,1,rep,name=shards,proto3" json:"shards,omitempty"` // the shards moved
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SeekResponse) Reset() {
+	*x = SeekResponse{}
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SeekResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SeekResponse) ProtoMessage() {}
+
+func (x *SeekResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SeekResponse.ProtoReflect.Descriptor instead.
+func (*SeekResponse) Descriptor() ([]byte, []int) {
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SeekResponse) GetShards() []string {
+	if x != nil {
+		return x.Shards
+	}
+	return nil
+}
+
 type ListMembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1131,7 +2030,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +2042,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[16]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +2055,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{16}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{29}
 }
 
 type Member struct {
@@ -1174,7 +2073,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1186,7 +2085,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[17]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1199,7 +2098,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{17}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Member) GetName() string {
@@ -1261,7 +2160,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1273,7 +2172,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[18]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1286,7 +2185,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{18}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ListMembersResponse) GetSelf() string {
@@ -1313,7 +2212,7 @@ type DescribeSubscriptionRequest struct {
 
 func (x *DescribeSubscriptionRequest) Reset() {
 	*x = DescribeSubscriptionRequest{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +2224,7 @@ func (x *DescribeSubscriptionRequest) String() string {
 func (*DescribeSubscriptionRequest) ProtoMessage() {}
 
 func (x *DescribeSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[19]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +2237,7 @@ func (x *DescribeSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*DescribeSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{19}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DescribeSubscriptionRequest) GetSubscription() string {
@@ -1367,7 +2266,7 @@ type SubscriberInfo struct {
 
 func (x *SubscriberInfo) Reset() {
 	*x = SubscriberInfo{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1379,7 +2278,7 @@ func (x *SubscriberInfo) String() string {
 func (*SubscriberInfo) ProtoMessage() {}
 
 func (x *SubscriberInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[20]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1392,7 +2291,7 @@ func (x *SubscriberInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscriberInfo.ProtoReflect.Descriptor instead.
 func (*SubscriberInfo) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{20}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *SubscriberInfo) GetId() string {
@@ -1448,7 +2347,7 @@ type ShardInfo struct {
 
 func (x *ShardInfo) Reset() {
 	*x = ShardInfo{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1460,7 +2359,7 @@ func (x *ShardInfo) String() string {
 func (*ShardInfo) ProtoMessage() {}
 
 func (x *ShardInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[21]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1473,7 +2372,7 @@ func (x *ShardInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ShardInfo.ProtoReflect.Descriptor instead.
 func (*ShardInfo) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{21}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ShardInfo) GetShard() string {
@@ -1548,7 +2447,7 @@ type DescribeSubscriptionResponse struct {
 
 func (x *DescribeSubscriptionResponse) Reset() {
 	*x = DescribeSubscriptionResponse{}
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[22]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1560,7 +2459,7 @@ func (x *DescribeSubscriptionResponse) String() string {
 func (*DescribeSubscriptionResponse) ProtoMessage() {}
 
 func (x *DescribeSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_streamgate_v1_streamgate_proto_msgTypes[22]
+	mi := &file_streamgate_v1_streamgate_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1573,7 +2472,7 @@ func (x *DescribeSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*DescribeSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{22}
+	return file_streamgate_v1_streamgate_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DescribeSubscriptionResponse) GetSubscription() string {
@@ -1637,13 +2536,14 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x12.streamgate.v1.AckH\x00R\x03ack\x12)\n" +
 	"\x04nack\x18\x03 \x01(\v2\x13.streamgate.v1.NackH\x00R\x04nack\x12R\n" +
 	"\x13modify_ack_deadline\x18\x04 \x01(\v2 .streamgate.v1.ModifyAckDeadlineH\x00R\x11modifyAckDeadlineB\t\n" +
-	"\arequest\"\xa8\x01\n" +
+	"\arequest\"\xcb\x01\n" +
 	"\x04Open\x12\"\n" +
 	"\fsubscription\x18\x01 \x01(\tR\fsubscription\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12C\n" +
 	"\x0estart_position\x18\x03 \x01(\x0e2\x1c.streamgate.v1.StartPositionR\rstartPosition\x12\x1f\n" +
 	"\vmax_unacked\x18\x04 \x01(\rR\n" +
-	"maxUnacked\"&\n" +
+	"maxUnacked\x12!\n" +
+	"\fconfirm_acks\x18\x05 \x01(\bR\vconfirmAcks\"&\n" +
 	"\x03Ack\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
 	"messageIds\"d\n" +
@@ -1655,13 +2555,23 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\x11ModifyAckDeadline\x12\x1f\n" +
 	"\vmessage_ids\x18\x01 \x03(\tR\n" +
 	"messageIds\x120\n" +
-	"\x14ack_deadline_seconds\x18\x02 \x01(\rR\x12ackDeadlineSeconds\"\xbc\x01\n" +
+	"\x14ack_deadline_seconds\x18\x02 \x01(\rR\x12ackDeadlineSeconds\"\xf7\x01\n" +
 	"\x11SubscribeResponse\x12/\n" +
 	"\x06opened\x18\x01 \x01(\v2\x15.streamgate.v1.OpenedH\x00R\x06opened\x129\n" +
 	"\bmessages\x18\x02 \x01(\v2\x1b.streamgate.v1.MessageBatchH\x00R\bmessages\x12/\n" +
-	"\x06notice\x18\x03 \x01(\v2\x15.streamgate.v1.NoticeH\x00R\x06noticeB\n" +
+	"\x06notice\x18\x03 \x01(\v2\x15.streamgate.v1.NoticeH\x00R\x06notice\x129\n" +
 	"\n" +
-	"\bresponse\"\x94\x01\n" +
+	"ack_result\x18\x04 \x01(\v2\x18.streamgate.v1.AckResultH\x00R\tackResultB\n" +
+	"\n" +
+	"\bresponse\"_\n" +
+	"\tAckResult\x12\x1b\n" +
+	"\tsaved_ids\x18\x01 \x03(\tR\bsavedIds\x125\n" +
+	"\bfailures\x18\x02 \x03(\v2\x19.streamgate.v1.AckFailureR\bfailures\"Z\n" +
+	"\n" +
+	"AckFailure\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x01 \x01(\tR\tmessageId\x12-\n" +
+	"\x06status\x18\x02 \x01(\v2\x15.streamgate.v1.StatusR\x06status\"\x94\x01\n" +
 	"\x06Opened\x12#\n" +
 	"\rsubscriber_id\x18\x01 \x01(\tR\fsubscriberId\x12\x1f\n" +
 	"\vmax_unacked\x18\x02 \x01(\rR\n" +
@@ -1681,7 +2591,52 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\x05shard\x18\b \x01(\tR\x05shard\"S\n" +
 	"\x06Notice\x12-\n" +
 	"\x06status\x18\x01 \x01(\v2\x15.streamgate.v1.StatusR\x06status\x12\x1a\n" +
-	"\bterminal\x18\x02 \x01(\bR\bterminal\"\x14\n" +
+	"\bterminal\x18\x02 \x01(\bR\bterminal\"\xba\x04\n" +
+	"\fSubscription\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06topics\x18\x02 \x03(\tR\x06topics\x12C\n" +
+	"\x0estart_position\x18\x03 \x01(\x0e2\x1c.streamgate.v1.StartPositionR\rstartPosition\x120\n" +
+	"\x14ack_deadline_seconds\x18\x04 \x01(\rR\x12ackDeadlineSeconds\x12\x1f\n" +
+	"\vmax_unacked\x18\x05 \x01(\rR\n" +
+	"maxUnacked\x122\n" +
+	"\x15max_delivery_attempts\x18\x06 \x01(\rR\x13maxDeliveryAttempts\x12*\n" +
+	"\x11dead_letter_topic\x18\a \x01(\tR\x0fdeadLetterTopic\x12=\n" +
+	"\fretry_policy\x18\b \x01(\v2\x1a.streamgate.v1.RetryPolicyR\vretryPolicy\x123\n" +
+	"\bordering\x18\t \x01(\x0e2\x17.streamgate.v1.OrderingR\bordering\x12\x18\n" +
+	"\aversion\x18\n" +
+	" \x01(\x03R\aversion\x12;\n" +
+	"\vcreate_time\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"createTime\x12;\n" +
+	"\vupdate_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"}\n" +
+	"\vRetryPolicy\x126\n" +
+	"\x17minimum_backoff_seconds\x18\x01 \x01(\rR\x15minimumBackoffSeconds\x126\n" +
+	"\x17maximum_backoff_seconds\x18\x02 \x01(\rR\x15maximumBackoffSeconds\"\\\n" +
+	"\x19CreateSubscriptionRequest\x12?\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x1b.streamgate.v1.SubscriptionR\fsubscription\",\n" +
+	"\x16GetSubscriptionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"}\n" +
+	"\x19UpdateSubscriptionRequest\x12?\n" +
+	"\fsubscription\x18\x01 \x01(\v2\x1b.streamgate.v1.SubscriptionR\fsubscription\x12\x1f\n" +
+	"\vupdate_mask\x18\x02 \x03(\tR\n" +
+	"updateMask\"\x1a\n" +
+	"\x18ListSubscriptionsRequest\"^\n" +
+	"\x19ListSubscriptionsResponse\x12A\n" +
+	"\rsubscriptions\x18\x01 \x03(\v2\x1b.streamgate.v1.SubscriptionR\rsubscriptions\"I\n" +
+	"\x19DeleteSubscriptionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\x03R\aversion\"\x1c\n" +
+	"\x1aDeleteSubscriptionResponse\"\xcf\x01\n" +
+	"\vSeekRequest\x12\"\n" +
+	"\fsubscription\x18\x01 \x01(\tR\fsubscription\x12+\n" +
+	"\x02to\x18\x02 \x01(\x0e2\x19.streamgate.v1.SeekTargetH\x00R\x02to\x120\n" +
+	"\x04time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampH\x00R\x04time\x12\x1d\n" +
+	"\n" +
+	"local_only\x18\x04 \x01(\bR\tlocalOnly\x12\x14\n" +
+	"\x05phase\x18\x05 \x01(\rR\x05phaseB\b\n" +
+	"\x06target\"&\n" +
+	"\fSeekResponse\x12\x16\n" +
+	"\x06shards\x18\x01 \x03(\tR\x06shards\"\x14\n" +
 	"\x12ListMembersRequest\"\xe1\x01\n" +
 	"\x06Member\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
@@ -1721,15 +2676,29 @@ const file_streamgate_v1_streamgate_proto_rawDesc = "" +
 	"\rStartPosition\x12\x1e\n" +
 	"\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n" +
-	"\x15START_POSITION_LATEST\x10\x022Y\n" +
+	"\x15START_POSITION_LATEST\x10\x02*8\n" +
+	"\bOrdering\x12\x18\n" +
+	"\x14ORDERING_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eORDERING_SHARD\x10\x01*[\n" +
+	"\n" +
+	"SeekTarget\x12\x1b\n" +
+	"\x17SEEK_TARGET_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14SEEK_TARGET_EARLIEST\x10\x01\x12\x16\n" +
+	"\x12SEEK_TARGET_LATEST\x10\x022Y\n" +
 	"\tPublisher\x12L\n" +
 	"\aPublish\x12\x1d.streamgate.v1.PublishRequest\x1a\x1e.streamgate.v1.PublishResponse(\x010\x012`\n" +
 	"\n" +
 	"Subscriber\x12R\n" +
-	"\tSubscribe\x12\x1f.streamgate.v1.SubscribeRequest\x1a .streamgate.v1.SubscribeResponse(\x010\x012\xce\x01\n" +
+	"\tSubscribe\x12\x1f.streamgate.v1.SubscribeRequest\x1a .streamgate.v1.SubscribeResponse(\x010\x012\xf3\x05\n" +
 	"\x05Admin\x12T\n" +
 	"\vListMembers\x12!.streamgate.v1.ListMembersRequest\x1a\".streamgate.v1.ListMembersResponse\x12o\n" +
-	"\x14DescribeSubscription\x12*.streamgate.v1.DescribeSubscriptionRequest\x1a+.streamgate.v1.DescribeSubscriptionResponseBCZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1b\x06proto3"
+	"\x14DescribeSubscription\x12*.streamgate.v1.DescribeSubscriptionRequest\x1a+.streamgate.v1.DescribeSubscriptionResponse\x12[\n" +
+	"\x12CreateSubscription\x12(.streamgate.v1.CreateSubscriptionRequest\x1a\x1b.streamgate.v1.Subscription\x12U\n" +
+	"\x0fGetSubscription\x12%.streamgate.v1.GetSubscriptionRequest\x1a\x1b.streamgate.v1.Subscription\x12[\n" +
+	"\x12UpdateSubscription\x12(.streamgate.v1.UpdateSubscriptionRequest\x1a\x1b.streamgate.v1.Subscription\x12f\n" +
+	"\x11ListSubscriptions\x12'.streamgate.v1.ListSubscriptionsRequest\x1a(.streamgate.v1.ListSubscriptionsResponse\x12i\n" +
+	"\x12DeleteSubscription\x12(.streamgate.v1.DeleteSubscriptionRequest\x1a).streamgate.v1.DeleteSubscriptionResponse\x12?\n" +
+	"\x04Seek\x12\x1a.streamgate.v1.SeekRequest\x1a\x1b.streamgate.v1.SeekResponseBCZAgithub.com/streamgate/streamgate/proto/streamgate/v1;streamgatev1b\x06proto3"
 
 var (
 	file_streamgate_v1_streamgate_proto_rawDescOnce sync.Once
@@ -1743,69 +2712,109 @@ func file_streamgate_v1_streamgate_proto_rawDescGZIP() []byte {
 	return file_streamgate_v1_streamgate_proto_rawDescData
 }
 
-var file_streamgate_v1_streamgate_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_streamgate_v1_streamgate_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_streamgate_v1_streamgate_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_streamgate_v1_streamgate_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_streamgate_v1_streamgate_proto_goTypes = []any{
 	(StartPosition)(0),                   // 0: streamgate.v1.StartPosition
-	(*Header)(nil),                       // 1: streamgate.v1.Header
-	(*Status)(nil),                       // 2: streamgate.v1.Status
-	(*PublishRequest)(nil),               // 3: streamgate.v1.PublishRequest
-	(*OutgoingMessage)(nil),              // 4: streamgate.v1.OutgoingMessage
-	(*PublishResponse)(nil),              // 5: streamgate.v1.PublishResponse
-	(*PublishResult)(nil),                // 6: streamgate.v1.PublishResult
-	(*SubscribeRequest)(nil),             // 7: streamgate.v1.SubscribeRequest
-	(*Open)(nil),                         // 8: streamgate.v1.Open
-	(*Ack)(nil),                          // 9: streamgate.v1.Ack
-	(*Nack)(nil),                         // 10: streamgate.v1.Nack
-	(*ModifyAckDeadline)(nil),            // 11: streamgate.v1.ModifyAckDeadline
-	(*SubscribeResponse)(nil),            // 12: streamgate.v1.SubscribeResponse
-	(*Opened)(nil),                       // 13: streamgate.v1.Opened
-	(*MessageBatch)(nil),                 // 14: streamgate.v1.MessageBatch
-	(*Message)(nil),                      // 15: streamgate.v1.Message
-	(*Notice)(nil),                       // 16: streamgate.v1.Notice
-	(*ListMembersRequest)(nil),           // 17: streamgate.v1.ListMembersRequest
-	(*Member)(nil),                       // 18: streamgate.v1.Member
-	(*ListMembersResponse)(nil),          // 19: streamgate.v1.ListMembersResponse
-	(*DescribeSubscriptionRequest)(nil),  // 20: streamgate.v1.DescribeSubscriptionRequest
-	(*SubscriberInfo)(nil),               // 21: streamgate.v1.SubscriberInfo
-	(*ShardInfo)(nil),                    // 22: streamgate.v1.ShardInfo
-	(*DescribeSubscriptionResponse)(nil), // 23: streamgate.v1.DescribeSubscriptionResponse
-	(*timestamppb.Timestamp)(nil),        // 24: google.protobuf.Timestamp
+	(Ordering)(0),                        // 1: streamgate.v1.Ordering
+	(SeekTarget)(0),                      // 2: streamgate.v1.SeekTarget
+	(*Header)(nil),                       // 3: streamgate.v1.Header
+	(*Status)(nil),                       // 4: streamgate.v1.Status
+	(*PublishRequest)(nil),               // 5: streamgate.v1.PublishRequest
+	(*OutgoingMessage)(nil),              // 6: streamgate.v1.OutgoingMessage
+	(*PublishResponse)(nil),              // 7: streamgate.v1.PublishResponse
+	(*PublishResult)(nil),                // 8: streamgate.v1.PublishResult
+	(*SubscribeRequest)(nil),             // 9: streamgate.v1.SubscribeRequest
+	(*Open)(nil),                         // 10: streamgate.v1.Open
+	(*Ack)(nil),                          // 11: streamgate.v1.Ack
+	(*Nack)(nil),                         // 12: streamgate.v1.Nack
+	(*ModifyAckDeadline)(nil),            // 13: streamgate.v1.ModifyAckDeadline
+	(*SubscribeResponse)(nil),            // 14: streamgate.v1.SubscribeResponse
+	(*AckResult)(nil),                    // 15: streamgate.v1.AckResult
+	(*AckFailure)(nil),                   // 16: streamgate.v1.AckFailure
+	(*Opened)(nil),                       // 17: streamgate.v1.Opened
+	(*MessageBatch)(nil),                 // 18: streamgate.v1.MessageBatch
+	(*Message)(nil),                      // 19: streamgate.v1.Message
+	(*Notice)(nil),                       // 20: streamgate.v1.Notice
+	(*Subscription)(nil),                 // 21: streamgate.v1.Subscription
+	(*RetryPolicy)(nil),                  // 22: streamgate.v1.RetryPolicy
+	(*CreateSubscriptionRequest)(nil),    // 23: streamgate.v1.CreateSubscriptionRequest
+	(*GetSubscriptionRequest)(nil),       // 24: streamgate.v1.GetSubscriptionRequest
+	(*UpdateSubscriptionRequest)(nil),    // 25: streamgate.v1.UpdateSubscriptionRequest
+	(*ListSubscriptionsRequest)(nil),     // 26: streamgate.v1.ListSubscriptionsRequest
+	(*ListSubscriptionsResponse)(nil),    // 27: streamgate.v1.ListSubscriptionsResponse
+	(*DeleteSubscriptionRequest)(nil),    // 28: streamgate.v1.DeleteSubscriptionRequest
+	(*DeleteSubscriptionResponse)(nil),   // 29: streamgate.v1.DeleteSubscriptionResponse
+	(*SeekRequest)(nil),                  // 30: streamgate.v1.SeekRequest
+	(*SeekResponse)(nil),                 // 31: streamgate.v1.SeekResponse
+	(*ListMembersRequest)(nil),           // 32: streamgate.v1.ListMembersRequest
+	(*Member)(nil),                       // 33: streamgate.v1.Member
+	(*ListMembersResponse)(nil),          // 34: streamgate.v1.ListMembersResponse
+	(*DescribeSubscriptionRequest)(nil),  // 35: streamgate.v1.DescribeSubscriptionRequest
+	(*SubscriberInfo)(nil),               // 36: streamgate.v1.SubscriberInfo
+	(*ShardInfo)(nil),                    // 37: streamgate.v1.ShardInfo
+	(*DescribeSubscriptionResponse)(nil), // 38: streamgate.v1.DescribeSubscriptionResponse
+	(*timestamppb.Timestamp)(nil),        // 39: google.protobuf.Timestamp
 }
 var file_streamgate_v1_streamgate_proto_depIdxs = []int32{
-	4,  // 0: streamgate.v1.PublishRequest.messages:type_name -> streamgate.v1.OutgoingMessage
-	1,  // 1: streamgate.v1.OutgoingMessage.headers:type_name -> streamgate.v1.Header
-	6,  // 2: streamgate.v1.PublishResponse.results:type_name -> streamgate.v1.PublishResult
-	2,  // 3: streamgate.v1.PublishResult.error:type_name -> streamgate.v1.Status
-	8,  // 4: streamgate.v1.SubscribeRequest.open:type_name -> streamgate.v1.Open
-	9,  // 5: streamgate.v1.SubscribeRequest.ack:type_name -> streamgate.v1.Ack
-	10, // 6: streamgate.v1.SubscribeRequest.nack:type_name -> streamgate.v1.Nack
-	11, // 7: streamgate.v1.SubscribeRequest.modify_ack_deadline:type_name -> streamgate.v1.ModifyAckDeadline
+	6,  // 0: streamgate.v1.PublishRequest.messages:type_name -> streamgate.v1.OutgoingMessage
+	3,  // 1: streamgate.v1.OutgoingMessage.headers:type_name -> streamgate.v1.Header
+	8,  // 2: streamgate.v1.PublishResponse.results:type_name -> streamgate.v1.PublishResult
+	4,  // 3: streamgate.v1.PublishResult.error:type_name -> streamgate.v1.Status
+	10, // 4: streamgate.v1.SubscribeRequest.open:type_name -> streamgate.v1.Open
+	11, // 5: streamgate.v1.SubscribeRequest.ack:type_name -> streamgate.v1.Ack
+	12, // 6: streamgate.v1.SubscribeRequest.nack:type_name -> streamgate.v1.Nack
+	13, // 7: streamgate.v1.SubscribeRequest.modify_ack_deadline:type_name -> streamgate.v1.ModifyAckDeadline
 	0,  // 8: streamgate.v1.Open.start_position:type_name -> streamgate.v1.StartPosition
-	13, // 9: streamgate.v1.SubscribeResponse.opened:type_name -> streamgate.v1.Opened
-	14, // 10: streamgate.v1.SubscribeResponse.messages:type_name -> streamgate.v1.MessageBatch
-	16, // 11: streamgate.v1.SubscribeResponse.notice:type_name -> streamgate.v1.Notice
-	15, // 12: streamgate.v1.MessageBatch.messages:type_name -> streamgate.v1.Message
-	1,  // 13: streamgate.v1.Message.headers:type_name -> streamgate.v1.Header
-	24, // 14: streamgate.v1.Message.publish_time:type_name -> google.protobuf.Timestamp
-	2,  // 15: streamgate.v1.Notice.status:type_name -> streamgate.v1.Status
-	18, // 16: streamgate.v1.ListMembersResponse.members:type_name -> streamgate.v1.Member
-	24, // 17: streamgate.v1.SubscriberInfo.opened_at:type_name -> google.protobuf.Timestamp
-	21, // 18: streamgate.v1.DescribeSubscriptionResponse.subscribers:type_name -> streamgate.v1.SubscriberInfo
-	22, // 19: streamgate.v1.DescribeSubscriptionResponse.shards:type_name -> streamgate.v1.ShardInfo
-	3,  // 20: streamgate.v1.Publisher.Publish:input_type -> streamgate.v1.PublishRequest
-	7,  // 21: streamgate.v1.Subscriber.Subscribe:input_type -> streamgate.v1.SubscribeRequest
-	17, // 22: streamgate.v1.Admin.ListMembers:input_type -> streamgate.v1.ListMembersRequest
-	20, // 23: streamgate.v1.Admin.DescribeSubscription:input_type -> streamgate.v1.DescribeSubscriptionRequest
-	5,  // 24: streamgate.v1.Publisher.Publish:output_type -> streamgate.v1.PublishResponse
-	12, // 25: streamgate.v1.Subscriber.Subscribe:output_type -> streamgate.v1.SubscribeResponse
-	19, // 26: streamgate.v1.Admin.ListMembers:output_type -> streamgate.v1.ListMembersResponse
-	23, // 27: streamgate.v1.Admin.DescribeSubscription:output_type -> streamgate.v1.DescribeSubscriptionResponse
-	24, // [24:28] is the sub-list for method output_type
-	20, // [20:24] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	17, // 9: streamgate.v1.SubscribeResponse.opened:type_name -> streamgate.v1.Opened
+	18, // 10: streamgate.v1.SubscribeResponse.messages:type_name -> streamgate.v1.MessageBatch
+	20, // 11: streamgate.v1.SubscribeResponse.notice:type_name -> streamgate.v1.Notice
+	15, // 12: streamgate.v1.SubscribeResponse.ack_result:type_name -> streamgate.v1.AckResult
+	16, // 13: streamgate.v1.AckResult.failures:type_name -> streamgate.v1.AckFailure
+	4,  // 14: streamgate.v1.AckFailure.status:type_name -> streamgate.v1.Status
+	19, // 15: streamgate.v1.MessageBatch.messages:type_name -> streamgate.v1.Message
+	3,  // 16: streamgate.v1.Message.headers:type_name -> streamgate.v1.Header
+	39, // 17: streamgate.v1.Message.publish_time:type_name -> google.protobuf.Timestamp
+	4,  // 18: streamgate.v1.Notice.status:type_name -> streamgate.v1.Status
+	0,  // 19: streamgate.v1.Subscription.start_position:type_name -> streamgate.v1.StartPosition
+	22, // 20: streamgate.v1.Subscription.retry_policy:type_name -> streamgate.v1.RetryPolicy
+	1,  // 21: streamgate.v1.Subscription.ordering:type_name -> streamgate.v1.Ordering
+	39, // 22: streamgate.v1.Subscription.create_time:type_name -> google.protobuf.Timestamp
+	39, // 23: streamgate.v1.Subscription.update_time:type_name -> google.protobuf.Timestamp
+	21, // 24: streamgate.v1.CreateSubscriptionRequest.subscription:type_name -> streamgate.v1.Subscription
+	21, // 25: streamgate.v1.UpdateSubscriptionRequest.subscription:type_name -> streamgate.v1.Subscription
+	21, // 26: streamgate.v1.ListSubscriptionsResponse.subscriptions:type_name -> streamgate.v1.Subscription
+	2,  // 27: streamgate.v1.SeekRequest.to:type_name -> streamgate.v1.SeekTarget
+	39, // 28: streamgate.v1.SeekRequest.time:type_name -> google.protobuf.Timestamp
+	33, // 29: streamgate.v1.ListMembersResponse.members:type_name -> streamgate.v1.Member
+	39, // 30: streamgate.v1.SubscriberInfo.opened_at:type_name -> google.protobuf.Timestamp
+	36, // 31: streamgate.v1.DescribeSubscriptionResponse.subscribers:type_name -> streamgate.v1.SubscriberInfo
+	37, // 32: streamgate.v1.DescribeSubscriptionResponse.shards:type_name -> streamgate.v1.ShardInfo
+	5,  // 33: streamgate.v1.Publisher.Publish:input_type -> streamgate.v1.PublishRequest
+	9,  // 34: streamgate.v1.Subscriber.Subscribe:input_type -> streamgate.v1.SubscribeRequest
+	32, // 35: streamgate.v1.Admin.ListMembers:input_type -> streamgate.v1.ListMembersRequest
+	35, // 36: streamgate.v1.Admin.DescribeSubscription:input_type -> streamgate.v1.DescribeSubscriptionRequest
+	23, // 37: streamgate.v1.Admin.CreateSubscription:input_type -> streamgate.v1.CreateSubscriptionRequest
+	24, // 38: streamgate.v1.Admin.GetSubscription:input_type -> streamgate.v1.GetSubscriptionRequest
+	25, // 39: streamgate.v1.Admin.UpdateSubscription:input_type -> streamgate.v1.UpdateSubscriptionRequest
+	26, // 40: streamgate.v1.Admin.ListSubscriptions:input_type -> streamgate.v1.ListSubscriptionsRequest
+	28, // 41: streamgate.v1.Admin.DeleteSubscription:input_type -> streamgate.v1.DeleteSubscriptionRequest
+	30, // 42: streamgate.v1.Admin.Seek:input_type -> streamgate.v1.SeekRequest
+	7,  // 43: streamgate.v1.Publisher.Publish:output_type -> streamgate.v1.PublishResponse
+	14, // 44: streamgate.v1.Subscriber.Subscribe:output_type -> streamgate.v1.SubscribeResponse
+	34, // 45: streamgate.v1.Admin.ListMembers:output_type -> streamgate.v1.ListMembersResponse
+	38, // 46: streamgate.v1.Admin.DescribeSubscription:output_type -> streamgate.v1.DescribeSubscriptionResponse
+	21, // 47: streamgate.v1.Admin.CreateSubscription:output_type -> streamgate.v1.Subscription
+	21, // 48: streamgate.v1.Admin.GetSubscription:output_type -> streamgate.v1.Subscription
+	21, // 49: streamgate.v1.Admin.UpdateSubscription:output_type -> streamgate.v1.Subscription
+	27, // 50: streamgate.v1.Admin.ListSubscriptions:output_type -> streamgate.v1.ListSubscriptionsResponse
+	29, // 51: streamgate.v1.Admin.DeleteSubscription:output_type -> streamgate.v1.DeleteSubscriptionResponse
+	31, // 52: streamgate.v1.Admin.Seek:output_type -> streamgate.v1.SeekResponse
+	43, // [43:53] is the sub-list for method output_type
+	33, // [33:43] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_streamgate_v1_streamgate_proto_init() }
@@ -1823,14 +2832,19 @@ func file_streamgate_v1_streamgate_proto_init() {
 		(*SubscribeResponse_Opened)(nil),
 		(*SubscribeResponse_Messages)(nil),
 		(*SubscribeResponse_Notice)(nil),
+		(*SubscribeResponse_AckResult)(nil),
+	}
+	file_streamgate_v1_streamgate_proto_msgTypes[27].OneofWrappers = []any{
+		(*SeekRequest_To)(nil),
+		(*SeekRequest_Time)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_streamgate_v1_streamgate_proto_rawDesc), len(file_streamgate_v1_streamgate_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   23,
+			NumEnums:      3,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
