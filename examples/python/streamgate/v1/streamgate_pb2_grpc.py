@@ -140,8 +140,9 @@ class Subscriber(object):
 
 
 class AdminStub(object):
-    """Admin describes the cluster: its members and how each subscription's
-    shards are assigned. It is an addition to API.md's contract.
+    """Admin describes the cluster (its members and how each subscription's
+    shards are assigned) and manages subscriptions as resources. It is an
+    addition to API.md's contract.
     """
 
     def __init__(self, channel):
@@ -160,11 +161,42 @@ class AdminStub(object):
                 request_serializer=streamgate_dot_v1_dot_streamgate__pb2.DescribeSubscriptionRequest.SerializeToString,
                 response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.DescribeSubscriptionResponse.FromString,
                 )
+        self.CreateSubscription = channel.unary_unary(
+                '/streamgate.v1.Admin/CreateSubscription',
+                request_serializer=streamgate_dot_v1_dot_streamgate__pb2.CreateSubscriptionRequest.SerializeToString,
+                response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.Subscription.FromString,
+                )
+        self.GetSubscription = channel.unary_unary(
+                '/streamgate.v1.Admin/GetSubscription',
+                request_serializer=streamgate_dot_v1_dot_streamgate__pb2.GetSubscriptionRequest.SerializeToString,
+                response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.Subscription.FromString,
+                )
+        self.UpdateSubscription = channel.unary_unary(
+                '/streamgate.v1.Admin/UpdateSubscription',
+                request_serializer=streamgate_dot_v1_dot_streamgate__pb2.UpdateSubscriptionRequest.SerializeToString,
+                response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.Subscription.FromString,
+                )
+        self.ListSubscriptions = channel.unary_unary(
+                '/streamgate.v1.Admin/ListSubscriptions',
+                request_serializer=streamgate_dot_v1_dot_streamgate__pb2.ListSubscriptionsRequest.SerializeToString,
+                response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.ListSubscriptionsResponse.FromString,
+                )
+        self.DeleteSubscription = channel.unary_unary(
+                '/streamgate.v1.Admin/DeleteSubscription',
+                request_serializer=streamgate_dot_v1_dot_streamgate__pb2.DeleteSubscriptionRequest.SerializeToString,
+                response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.DeleteSubscriptionResponse.FromString,
+                )
+        self.Seek = channel.unary_unary(
+                '/streamgate.v1.Admin/Seek',
+                request_serializer=streamgate_dot_v1_dot_streamgate__pb2.SeekRequest.SerializeToString,
+                response_deserializer=streamgate_dot_v1_dot_streamgate__pb2.SeekResponse.FromString,
+                )
 
 
 class AdminServicer(object):
-    """Admin describes the cluster: its members and how each subscription's
-    shards are assigned. It is an addition to API.md's contract.
+    """Admin describes the cluster (its members and how each subscription's
+    shards are assigned) and manages subscriptions as resources. It is an
+    addition to API.md's contract.
     """
 
     def ListMembers(self, request, context):
@@ -175,6 +207,50 @@ class AdminServicer(object):
 
     def DescribeSubscription(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateSubscription(self, request, context):
+        """Subscriptions are stored durably in the backend (Kafka: the compacted
+        topic __streamgate_subscriptions), and every node answers for every
+        one. A Subscribe open of an unknown subscription creates it with the
+        server's defaults and the open's topics and start position.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSubscriptions(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSubscription(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Seek(self, request, context):
+        """Seek moves every shard's saved position of a subscription, across the
+        cluster, while subscribers stay connected: messages they hold are
+        void (their acks ignored; a Notice ABORTED says so) and delivery
+        restarts at the new position.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -192,6 +268,36 @@ def add_AdminServicer_to_server(servicer, server):
                     request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.DescribeSubscriptionRequest.FromString,
                     response_serializer=streamgate_dot_v1_dot_streamgate__pb2.DescribeSubscriptionResponse.SerializeToString,
             ),
+            'CreateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateSubscription,
+                    request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.CreateSubscriptionRequest.FromString,
+                    response_serializer=streamgate_dot_v1_dot_streamgate__pb2.Subscription.SerializeToString,
+            ),
+            'GetSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSubscription,
+                    request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.GetSubscriptionRequest.FromString,
+                    response_serializer=streamgate_dot_v1_dot_streamgate__pb2.Subscription.SerializeToString,
+            ),
+            'UpdateSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSubscription,
+                    request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.UpdateSubscriptionRequest.FromString,
+                    response_serializer=streamgate_dot_v1_dot_streamgate__pb2.Subscription.SerializeToString,
+            ),
+            'ListSubscriptions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSubscriptions,
+                    request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.ListSubscriptionsRequest.FromString,
+                    response_serializer=streamgate_dot_v1_dot_streamgate__pb2.ListSubscriptionsResponse.SerializeToString,
+            ),
+            'DeleteSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSubscription,
+                    request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.DeleteSubscriptionRequest.FromString,
+                    response_serializer=streamgate_dot_v1_dot_streamgate__pb2.DeleteSubscriptionResponse.SerializeToString,
+            ),
+            'Seek': grpc.unary_unary_rpc_method_handler(
+                    servicer.Seek,
+                    request_deserializer=streamgate_dot_v1_dot_streamgate__pb2.SeekRequest.FromString,
+                    response_serializer=streamgate_dot_v1_dot_streamgate__pb2.SeekResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'streamgate.v1.Admin', rpc_method_handlers)
@@ -200,8 +306,9 @@ def add_AdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Admin(object):
-    """Admin describes the cluster: its members and how each subscription's
-    shards are assigned. It is an addition to API.md's contract.
+    """Admin describes the cluster (its members and how each subscription's
+    shards are assigned) and manages subscriptions as resources. It is an
+    addition to API.md's contract.
     """
 
     @staticmethod
@@ -235,5 +342,107 @@ class Admin(object):
         return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/DescribeSubscription',
             streamgate_dot_v1_dot_streamgate__pb2.DescribeSubscriptionRequest.SerializeToString,
             streamgate_dot_v1_dot_streamgate__pb2.DescribeSubscriptionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def CreateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/CreateSubscription',
+            streamgate_dot_v1_dot_streamgate__pb2.CreateSubscriptionRequest.SerializeToString,
+            streamgate_dot_v1_dot_streamgate__pb2.Subscription.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def GetSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/GetSubscription',
+            streamgate_dot_v1_dot_streamgate__pb2.GetSubscriptionRequest.SerializeToString,
+            streamgate_dot_v1_dot_streamgate__pb2.Subscription.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def UpdateSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/UpdateSubscription',
+            streamgate_dot_v1_dot_streamgate__pb2.UpdateSubscriptionRequest.SerializeToString,
+            streamgate_dot_v1_dot_streamgate__pb2.Subscription.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def ListSubscriptions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/ListSubscriptions',
+            streamgate_dot_v1_dot_streamgate__pb2.ListSubscriptionsRequest.SerializeToString,
+            streamgate_dot_v1_dot_streamgate__pb2.ListSubscriptionsResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def DeleteSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/DeleteSubscription',
+            streamgate_dot_v1_dot_streamgate__pb2.DeleteSubscriptionRequest.SerializeToString,
+            streamgate_dot_v1_dot_streamgate__pb2.DeleteSubscriptionResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def Seek(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/streamgate.v1.Admin/Seek',
+            streamgate_dot_v1_dot_streamgate__pb2.SeekRequest.SerializeToString,
+            streamgate_dot_v1_dot_streamgate__pb2.SeekResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
