@@ -130,6 +130,7 @@ const (
 	evDrainNow // the drain timeout passed: end every stream now
 	evDescribe // admin: report shard states
 	evShards   // the topics' shards, read again
+	evSettings // the stored settings in force, or the subscription deleted (subscriptions_open.go)
 )
 
 type event struct {
@@ -143,6 +144,7 @@ type event struct {
 	remote remoteState             // join, view
 	reply  chan error              // join
 	info   chan []shardInfo        // describe
+	set    settings                // settings
 }
 
 // shardInfo is what this node knows first-hand about one shard.
@@ -321,6 +323,8 @@ func (s *subscription) handle(ev event) {
 			s.recompute() // report the claims of the subscribers it has
 		}
 		ev.info <- s.describe()
+	case evSettings:
+		s.applySettings(ev.set)
 	case evShards:
 		if len(s.sessions) > 0 && slices.Equal(ev.spec.Topics, s.topics) && !slices.Equal(ev.shards, s.shards) {
 			s.log.Info("the topics' shards changed", "shards", len(ev.shards))

@@ -124,10 +124,14 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 
 	bgCtx, stop := context.WithCancel(context.Background())
 	s.stopBg = stop
-	s.bg.Add(2)
+	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
 		s.sub.watchCluster(bgCtx)
+	}()
+	go func() {
+		defer s.bg.Done()
+		s.sub.watchSubscriptions(bgCtx)
 	}()
 	go func() {
 		defer s.bg.Done()

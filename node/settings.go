@@ -20,6 +20,14 @@ type settings struct {
 	// nacked without a delay or timed out, doubling from retryMin with
 	// each attempt; 0 and 0: at once.
 	retryMin, retryMax time.Duration
+
+	// version and created identify the stored settings these came from
+	// (0 and zero: the server's defaults, no store); a subscription keeps
+	// the newest it was given (applySettings).
+	version int64
+	created time.Time
+	// deleted: the stored subscription is gone; its streams end.
+	deleted bool
 }
 
 // defaultSettings are the server's defaults, from its flags.

@@ -44,8 +44,12 @@ func code(err error) codes.Code {
 		return codes.OK
 	case errors.As(err, &ce):
 		return ce.code
-	case errors.Is(err, broker.ErrTopicNotFound):
+	case errors.Is(err, broker.ErrTopicNotFound), errors.Is(err, broker.ErrSubscriptionNotFound):
 		return codes.NotFound
+	case errors.Is(err, broker.ErrSubscriptionExists):
+		return codes.AlreadyExists
+	case errors.Is(err, broker.ErrVersionMismatch):
+		return codes.Aborted
 	case errors.Is(err, broker.ErrInvalidMessage):
 		return codes.InvalidArgument
 	case errors.Is(err, broker.ErrPermissionDenied):

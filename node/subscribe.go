@@ -245,7 +245,13 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	if err != nil {
 		return grpcError(err)
 	}
-	limit := s.cfg.MaxUnacked
+	// The stored settings (subscriptions_open.go); the stored start
+	// position wins over the open's.
+	set, err := s.resolveOpen(ctx, &spec)
+	if err != nil {
+		return grpcError(err)
+	}
+	limit := set.maxUnacked
 	if m := open.GetMaxUnacked(); m > 0 && int(m) < limit {
 		limit = int(m)
 	}
@@ -255,6 +261,9 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 		return grpcError(fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable))
 	}
 	defer s.unref(sub)
+	if !sub.send(ctx, event{kind: evSettings, set: set}) {
+		return grpcError(fmt.Errorf("%w: subscription %q is closing", broker.ErrUnavailable, spec.Name))
+	}
 	// The subscription exists from the moment its first subscriber is
 	// answered: every shard gets its saved start first.
 	if err := sub.prepare(ctx, spec, shards); err != nil {
@@ -268,7 +277,7 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 		SubscriberId:       sess.id,
 		MaxUnacked:         uint32(limit),
 		Node:               s.cfg.NodeName,
-		AckDeadlineSeconds: uint32(max(1, s.cfg.AckTimeout/time.Second)),
+		AckDeadlineSeconds: uint32(max(1, set.ackDeadline/time.Second)),
 	}}}); err != nil {
 		leave()
 		return err

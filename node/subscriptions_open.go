@@ -1,0 +1,139 @@
+// The stored settings on the Subscribe path: an open finds its
+// subscription's settings in the store (or creates them, implicitly, with
+// the server's defaults), and every running subscription follows changes
+// of them (watchSubscriptions). Without a store every subscription runs
+// with the server's defaults, as before subscriptions were resources.
+
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/streamgate/streamgate/broker"
+)
+
+// settingsFor resolves stored settings against the server's defaults: 0
+// stands for the server's value, and no stream may hold more than the
+// server's --max-unacked.
+func settingsFor(cfg Config, sc broker.SubscriptionConfig) settings {
+	s := defaultSettings(cfg)
+	if sc.AckDeadline > 0 {
+		s.ackDeadline = sc.AckDeadline
+	}
+	if sc.MaxUnacked > 0 {
+		s.maxUnacked = min(sc.MaxUnacked, cfg.MaxUnacked)
+	}
+	s.maxAttempts, s.deadLetter = sc.MaxDeliveryAttempts, sc.DeadLetterTopic
+	s.retryMin, s.retryMax = sc.RetryMin, sc.RetryMax
+	s.version, s.created = sc.Version, sc.Created
+	return s
+}
+
+// resolveOpen finds the settings of the subscription spec names. A stored
+// subscription's topics must be the open's (else FAILED_PRECONDITION), and
+// its start position wins over the open's (spec.Start is set to it). An
+// unknown subscription is created with the open's topics and start and the
+// server's defaults (stored as 0: resolved at use).
+func (s *subscribeService) resolveOpen(ctx context.Context, spec *broker.SubscriptionSpec) (settings, error) {
+	st, ok := s.backend.(broker.SubscriptionStore)
+	if !ok {
+		return defaultSettings(s.cfg), nil
+	}
+	stored, err := st.GetSubscription(ctx, spec.Name)
+	if errors.Is(err, broker.ErrSubscriptionNotFound) {
+		stored, err = st.CreateSubscription(ctx, broker.SubscriptionConfig{Name: spec.Name, Topics: slices.Clone(spec.Topics), Start: spec.Start})
+		if errors.Is(err, broker.ErrSubscriptionExists) {
+			// Created meanwhile by another open, here or on another node.
+			stored, err = awaitStored(ctx, st, spec.Name)
+		}
+		if err == nil {
+			s.log.Info("subscription created implicitly by an open", "subscription", spec.Name, "topics", spec.Topics)
+		}
+	}
+	if err != nil {
+		return settings{}, storeError(spec.Name, err)
+	}
+	if topics := sortedCopy(stored.Topics); !slices.Equal(topics, spec.Topics) {
+		return settings{}, preconditionf("subscription %q reads topics %v (stored with the subscription); this subscriber asked for %v (every subscriber of a subscription names the same topics, fixed when it is created)", spec.Name, topics, spec.Topics)
+	}
+	spec.Start = stored.Start
+	return settingsFor(s.cfg, stored), nil
+}
+
+// awaitStored reads a subscription that a create found existing: another
+// node's write reaches this node's view of the store within moments.
+func awaitStored(ctx context.Context, st broker.SubscriptionStore, name string) (broker.SubscriptionConfig, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		cfg, err := st.GetSubscription(ctx, name)
+		if !errors.Is(err, broker.ErrSubscriptionNotFound) {
+			return cfg, err
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return cfg, fmt.Errorf("%w: subscription %q exists but is not readable here yet; retry", broker.ErrUnavailable, name)
+		}
+	}
+}
+
+// watchSubscriptions hands every open subscription its stored settings
+// whenever the store changes, and tells those that were deleted, until
+// ctx ends. It runs on a goroutine of the server's.
+func (s *subscribeService) watchSubscriptions(ctx context.Context) {
+	st, ok := s.backend.(broker.SubscriptionStore)
+	if !ok {
+		return
+	}
+	changes := st.SubscriptionChanges()
+	for {
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			return
+		}
+		for _, sub := range s.open() {
+			stored, err := st.GetSubscription(ctx, sub.name)
+			var next settings
+			switch {
+			case err == nil:
+				next = settingsFor(s.cfg, stored)
+			case errors.Is(err, broker.ErrSubscriptionNotFound):
+				next = settings{deleted: true}
+			default:
+				s.log.Warn("reading a subscription's settings", "subscription", sub.name, "err", err)
+				continue // the next change reads it again
+			}
+			sub.send(ctx, event{kind: evSettings, set: next})
+		}
+	}
+}
+
+// applySettings takes settings in force (evSettings), on run. The settings
+// of a stream's open and the watcher's may arrive out of order: older
+// versions of the same stored subscription are ignored. A deleted
+// subscription ends every stream with NOT_FOUND.
+func (s *subscription) applySettings(next settings) {
+	if next.deleted {
+		for _, sess := range s.sessions {
+			s.end(sess, codes.NotFound, fmt.Sprintf("subscription %q deleted", s.name))
+		}
+		return
+	}
+	if next.created.Equal(s.settings.created) && next.version < s.settings.version {
+		return
+	}
+	if next.ackDeadline != s.settings.ackDeadline || next.version != s.settings.version {
+		s.log.Debug("settings applied", "version", next.version, "ack_deadline", next.ackDeadline)
+	}
+	s.settings = next
+}
