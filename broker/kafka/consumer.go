@@ -156,6 +156,8 @@ type partState struct {
 	// commit point): a save forgets a released partition only if nothing
 	// changed since its snapshot.
 	seq uint64
+
+	ackSaves // what SaveAcks watches (confirm.go)
 }
 
 // to moves the partition to phase p in a new epoch: whatever a Poll
@@ -204,6 +206,7 @@ type consumer struct {
 	closed   bool
 	events   map[tp]broker.ShardEvent // not taken yet
 	eventSig chan struct{}            // capacity 1: events has something
+	savedSig chan struct{}            // closed after a save when SaveAcks waits (confirm.go); nil when none does
 
 	kick      chan struct{} // the wanted set changed or a retry is due
 	commitNow chan struct{}

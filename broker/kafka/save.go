@@ -47,6 +47,9 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		seq     uint64
 		release bool
 		err     error
+		above   []int64 // the acks saved above at, for SaveAcks
+		round   uint64
+		tr      *cursor.Tracker
 	}
 	if c.spec.Standing != nil && !c.spec.Standing() {
 		return nil, nil, errNotStanding
@@ -68,7 +71,9 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		}
 		ps.saving = true
 		at, meta := ps.tr.ToSave()
-		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release})
+		ps.rounds++
+		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release,
+			above: meta.Acked, round: ps.rounds, tr: ps.tr})
 	}
 	c.mu.Unlock()
 	if len(jobs) == 0 {
@@ -90,6 +95,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 	resume := map[string][]int32{}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.savedLocked() // wakes SaveAcks
 	total, failed := 0, skipped
 	for _, j := range jobs {
 		ps := c.parts[j.k]
@@ -110,12 +116,14 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 			continue
 		case j.err != nil:
 			failed = true
+			ps.failed(j.round, j.err)
 			if err == nil {
 				err = fmt.Errorf("saving %s/%d of %q: %w", j.k.topic, j.k.partition, c.group, translate(j.err))
 			}
 			continue
 		}
 		savedParts = append(savedParts, j.k)
+		ps.saved(j.tr, j.at, j.above)
 		ps.tr.SavedAt(j.at, j.acks, j.counted)
 		ps.unsaved = false
 		total += j.acks
