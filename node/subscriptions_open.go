@@ -132,8 +132,8 @@ func (s *subscription) applySettings(next settings) {
 	if next.created.Equal(s.settings.created) && next.version < s.settings.version {
 		return
 	}
-	if next.ackDeadline != s.settings.ackDeadline || next.version != s.settings.version {
-		s.log.Debug("settings applied", "version", next.version, "ack_deadline", next.ackDeadline)
+	if next.version != s.settings.version || !next.created.Equal(s.settings.created) {
+		s.log.Info("subscription settings applied", "version", next.version, "ack_deadline", next.ackDeadline)
 	}
 	s.settings = next
 }
