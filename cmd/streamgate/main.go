@@ -5,6 +5,8 @@
 //	streamgate publish [flags]    publish messages from flags or stdin lines
 //	streamgate subscribe [flags]  print a subscription's messages and ack them
 //	streamgate status [flags]     print the cluster's members and assignments
+//	streamgate subscriptions <create|get|update|list|delete|seek> [flags]
+//	                              manage subscriptions (the Admin API)
 //	streamgate bench [flags]      measure throughput, latency and CPU per message
 //	streamgate help [subcommand]  list the subcommands, or one's flags
 //
@@ -90,6 +92,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return runSubscribe(ctx, args, stdout, stderr)
 	case "status":
 		return runStatus(ctx, args, stdout, stderr)
+	case "subscriptions":
+		return runSubscriptions(ctx, args, stdout, stderr)
 	case "bench":
 		return runBench(ctx, args, stdout, stderr)
 	default:
@@ -115,6 +119,7 @@ var subcommands = []struct{ name, summary string }{
 	{"publish", "publish messages from flags or stdin lines"},
 	{"subscribe", "print a subscription's messages and ack them"},
 	{"status", "print the cluster's members and subscriptions' assignments"},
+	{"subscriptions", "create, get, update, list, delete or seek subscriptions"},
 	{"bench", "measure throughput, latency and CPU per message, against direct franz-go"},
 }
 
@@ -131,7 +136,7 @@ func summary(cmd string) string {
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, "usage: streamgate [subcommand] [flags]\n\nsubcommands:\n")
 	for _, s := range subcommands {
-		fmt.Fprintf(w, "  %-11s %s\n", s.name, s.summary)
+		fmt.Fprintf(w, "  %-13s %s\n", s.name, s.summary)
 	}
 	fmt.Fprint(w, `
 'streamgate <subcommand> -h' (or 'streamgate help <subcommand>') lists a
