@@ -93,6 +93,7 @@ func (s *subscription) ack(sess *session, ids []string) {
 		return
 	}
 	acked := make([]string, 0, len(ids))
+	var rejected []string // confirm_acks: answered FAILED_PRECONDITION
 	// Acks come in runs of one shard: its queue is looked up once a run.
 	var (
 		run broker.ShardID
@@ -102,6 +103,9 @@ func (s *subscription) ack(sess *session, ids []string) {
 		m := sess.inflight[id]
 		if m == nil {
 			s.metrics.unknownAcks.Inc()
+			if sess.confirm {
+				rejected = append(rejected, id)
+			}
 			continue
 		}
 		delete(sess.inflight, id)
@@ -115,11 +119,12 @@ func (s *subscription) ack(sess *session, ids []string) {
 		}
 		acked = append(acked, id)
 	}
+	s.rejectAcks(sess, rejected)
 	if len(acked) > 0 {
-		s.consumer.Ack(acked...)
+		s.ackConsumer(sess, acked)
 		s.metrics.acks.Add(float64(len(acked)))
 	}
-	if s.draining.Load() && len(sess.inflight) == 0 {
+	if s.draining.Load() && len(sess.inflight) == 0 && sess.unconfirmed == 0 {
 		s.end(sess, codes.Unavailable, "node draining, reconnect")
 	}
 }

@@ -59,6 +59,9 @@ type subscription struct {
 	after    <-chan struct{} // a previous incarnation that must finish first
 	released chan releaseResult
 	confirms chan confirmResult
+	// acksSaving confirms acks of confirm_acks sessions (confirm.go);
+	// owned by run.
+	acksSaving ackSaving
 	// quit is closed (and made anew) when the consumer closes: Release
 	// and Confirm goroutines give up handing over their results.
 	quit chan struct{}
@@ -250,6 +253,8 @@ func (s *subscription) run() {
 			s.afterRelease(r)
 		case r := <-s.confirms:
 			s.afterConfirm(r)
+		case r := <-s.acksSaving.results:
+			s.afterAckSave(r)
 		case <-s.consumerEvs:
 			s.shardEvents()
 		case <-s.viewCh:

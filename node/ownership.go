@@ -50,6 +50,10 @@ type confirmResult struct {
 // owns, publishing an intent first where the cluster must acknowledge it.
 func (s *subscription) mayClaim(sh broker.ShardID) bool {
 	name := shardName(sh)
+	if s.seekHeld() { // a seek is moving the positions (seek.go)
+		delete(s.intents, sh)
+		return false
+	}
 	if !s.mayDeliver() || s.remote.claims[name] != "" || s.remote.unsynced || s.remote.objected[name] {
 		delete(s.intents, sh)
 		return false

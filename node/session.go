@@ -39,6 +39,10 @@ type session struct {
 	// Owned by the dispatcher goroutine.
 	inflight map[string]*message
 	gone     bool // removed from the subscription
+	// confirm: opened with confirm_acks (confirm.go); unconfirmed counts
+	// its acks waiting for a save round.
+	confirm     bool
+	unconfirmed int
 
 	out outbox
 }
@@ -82,6 +86,7 @@ type outbox struct {
 	msgs     []outgoing
 	notice   *pb.Notice
 	terminal *pb.Notice
+	results  ackResults // answers to acks (confirm.go)
 	signal   chan struct{}
 	ended    chan struct{} // closed with the terminal notice
 }
@@ -184,6 +189,13 @@ func (o *outbox) writeLoop(ctx context.Context, stream grpc.BidiStreamingServer[
 				return err
 			}
 			msgs = msgs[n:]
+		}
+		// Answers to acks go out before a terminal notice: saved is worth
+		// knowing even from a stream that ends.
+		for r := o.takeResults(); r != nil; r = o.takeResults() {
+			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_AckResult{AckResult: r}}); err != nil {
+				return err
+			}
 		}
 		if notice != nil && terminal == nil {
 			if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Notice{Notice: notice}}); err != nil {

@@ -241,6 +241,9 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	if err != nil {
 		return grpcError(err)
 	}
+	if err := s.checkConfirm(open); err != nil {
+		return grpcError(err)
+	}
 	shards, err := s.backend.Shards(ctx, spec.Topics)
 	if err != nil {
 		return grpcError(err)
@@ -256,6 +259,7 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 		limit = int(m)
 	}
 	sess := newSession(limit)
+	sess.confirm = open.GetConfirmAcks()
 	sub := s.acquire(spec.Name)
 	if sub == nil {
 		return grpcError(fmt.Errorf("%w: node draining, reconnect", broker.ErrUnavailable))
