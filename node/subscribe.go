@@ -41,6 +41,9 @@ type subscribeService struct {
 	mu       sync.Mutex     // guards subs and stopping, and orders them with draining
 	subs     map[string]*subRef
 	stopping map[string]*subscription // stopped, still saving their position
+	seeks    seekGate                 // subscriptions a seek holds off claiming (seek.go)
+
+	creating creations // implicit creations under way (subscriptions_open.go)
 }
 
 // subRef counts the streams using a subscription; the last one out stops it.
@@ -185,6 +188,7 @@ func (s *subscribeService) acquire(name string) *subscription {
 			after = old.done
 		}
 		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, s.members, after, s.draining)
+		sub.seeks = &s.seeks
 		r = &subRef{sub: sub}
 		s.subs[name] = r
 		s.running.Add(1)

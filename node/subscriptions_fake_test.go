@@ -23,16 +23,37 @@ import (
 // subscription tests: compare-and-set writes under one mutex, one global
 // version counter, and a coalesced change signal, as the contract asks.
 type fakeStore struct {
-	mu      sync.Mutex // guards subs and version
+	mu      sync.Mutex // guards the fields below
 	subs    map[string]broker.SubscriptionConfig
 	version int64
+	creates int // CreateSubscription calls
+	// unseen are subscriptions another node stored that this node's view
+	// does not hold yet: Get does not find them, and a Create fails with
+	// ErrSubscriptionExists (and the view takes them in then).
+	unseen  map[string]broker.SubscriptionConfig
 	changes chan struct{} // capacity 1
 }
 
 var _ broker.SubscriptionStore = (*fakeStore)(nil)
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{subs: map[string]broker.SubscriptionConfig{}, changes: make(chan struct{}, 1)}
+	return &fakeStore{subs: map[string]broker.SubscriptionConfig{}, unseen: map[string]broker.SubscriptionConfig{}, changes: make(chan struct{}, 1)}
+}
+
+// storedElsewhere stores cfg as another node would, unseen here until a
+// Create runs into it.
+func (f *fakeStore) storedElsewhere(cfg broker.SubscriptionConfig) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.version++
+	cfg.Version, cfg.Created, cfg.Updated = f.version, time.Now(), time.Now()
+	f.unseen[cfg.Name] = cfg
+}
+
+func (f *fakeStore) createCalls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.creates
 }
 
 func (f *fakeStore) changedLocked() {
@@ -45,6 +66,13 @@ func (f *fakeStore) changedLocked() {
 func (f *fakeStore) CreateSubscription(_ context.Context, cfg broker.SubscriptionConfig) (broker.SubscriptionConfig, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.creates++
+	if c, ok := f.unseen[cfg.Name]; ok {
+		delete(f.unseen, cfg.Name)
+		f.subs[cfg.Name] = c
+		f.changedLocked()
+		return broker.SubscriptionConfig{}, broker.ErrSubscriptionExists
+	}
 	if _, ok := f.subs[cfg.Name]; ok {
 		return broker.SubscriptionConfig{}, broker.ErrSubscriptionExists
 	}

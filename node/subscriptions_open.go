@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -47,14 +48,7 @@ func (s *subscribeService) resolveOpen(ctx context.Context, spec *broker.Subscri
 	}
 	stored, err := st.GetSubscription(ctx, spec.Name)
 	if errors.Is(err, broker.ErrSubscriptionNotFound) {
-		stored, err = st.CreateSubscription(ctx, broker.SubscriptionConfig{Name: spec.Name, Topics: slices.Clone(spec.Topics), Start: spec.Start})
-		if errors.Is(err, broker.ErrSubscriptionExists) {
-			// Created meanwhile by another open, here or on another node.
-			stored, err = awaitStored(ctx, st, spec.Name)
-		}
-		if err == nil {
-			s.log.Info("subscription created implicitly by an open", "subscription", spec.Name, "topics", spec.Topics)
-		}
+		stored, err = s.createImplicitly(ctx, st, broker.SubscriptionConfig{Name: spec.Name, Topics: slices.Clone(spec.Topics), Start: spec.Start})
 	}
 	if err != nil {
 		return settings{}, storeError(spec.Name, err)
@@ -64,6 +58,71 @@ func (s *subscribeService) resolveOpen(ctx context.Context, spec *broker.Subscri
 	}
 	spec.Start = stored.Start
 	return settingsFor(s.cfg, stored), nil
+}
+
+// creations dedupes implicit creations: of many opens of one new
+// subscription at once (a fleet of subscribers starting), one writes it
+// and the others take its result.
+type creations struct {
+	mu sync.Mutex // guards m
+	m  map[string]*creation
+}
+
+// creation is one implicit creation under way; cfg and err are set before
+// done closes.
+type creation struct {
+	done chan struct{}
+	cfg  broker.SubscriptionConfig
+	err  error
+}
+
+// createImplicitly stores cfg, or reads what another open stored first.
+func (s *subscribeService) createImplicitly(ctx context.Context, st broker.SubscriptionStore, cfg broker.SubscriptionConfig) (broker.SubscriptionConfig, error) {
+	s.creating.mu.Lock()
+	if s.creating.m == nil {
+		s.creating.m = map[string]*creation{}
+	}
+	c, waiting := s.creating.m[cfg.Name]
+	if !waiting {
+		c = &creation{done: make(chan struct{})}
+		s.creating.m[cfg.Name] = c
+	}
+	s.creating.mu.Unlock()
+	if waiting {
+		select {
+		case <-c.done:
+		case <-ctx.Done():
+			return cfg, ctx.Err()
+		}
+		if c.err == nil {
+			return c.cfg, nil
+		}
+		// The writer failed (its client may have left): try ourselves.
+		return createOrRead(ctx, st, cfg)
+	}
+	c.cfg, c.err = createOrRead(ctx, st, cfg)
+	s.creating.mu.Lock()
+	delete(s.creating.m, cfg.Name)
+	s.creating.mu.Unlock()
+	close(c.done)
+	if c.err == nil {
+		s.log.Info("subscription created implicitly by an open", "subscription", cfg.Name, "topics", cfg.Topics)
+	}
+	return c.cfg, c.err
+}
+
+// createOrRead creates cfg, or reads the subscription when it exists
+// already: created by an open here that finished since the caller looked
+// (a node's own write is in its view), or meanwhile on another node.
+func createOrRead(ctx context.Context, st broker.SubscriptionStore, cfg broker.SubscriptionConfig) (broker.SubscriptionConfig, error) {
+	if stored, err := st.GetSubscription(ctx, cfg.Name); !errors.Is(err, broker.ErrSubscriptionNotFound) {
+		return stored, err
+	}
+	stored, err := st.CreateSubscription(ctx, cfg)
+	if errors.Is(err, broker.ErrSubscriptionExists) {
+		return awaitStored(ctx, st, cfg.Name)
+	}
+	return stored, err
 }
 
 // awaitStored reads a subscription that a create found existing: another

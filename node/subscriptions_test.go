@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/streamgate/streamgate/broker"
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/node"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
@@ -274,4 +276,38 @@ func TestSubscriptions_UpdateReachesOpenStreamsAndDeleteEndsThem(t *testing.T) {
 		assert.Equal(t, codes.NotFound, st.Code(), "%v", st)
 		assert.Equal(t, `subscription "s" deleted`, st.Message())
 	}
+}
+
+// Many opens of one new subscription at once store it once; an open that
+// finds it created meanwhile by another node (not in this node's view
+// yet) reads it and follows it: its topics are refused when they differ.
+func TestSubscriptions_ConcurrentOpensCreateOnceAndARaceReadsTheWinner(t *testing.T) {
+	n := startStoreNode(t, storeTopics, nil)
+	ctx := ctx5(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := n.cl.Subscribe(ctx, client.SubscribeOptions{Subscription: "fleet", Topics: []string{"t"}, OpenTimeout: fakeWaitFor})
+			if err == nil {
+				err = s.Close()
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+	assert.Equal(t, 1, n.store.createCalls(), "one write for 20 opens at once")
+
+	n.store.storedElsewhere(broker.SubscriptionConfig{Name: "raced", Topics: []string{"u"}, AckDeadline: 9 * time.Second})
+	_, err := n.cl.Subscribe(ctx, client.SubscribeOptions{Subscription: "raced", Topics: []string{"t"}, OpenTimeout: fakeWaitFor})
+	assert.Equal(t, codes.FailedPrecondition, status.Code(err), "%v", err)
+	assert.Contains(t, status.Convert(err).Message(), "reads topics [u]")
+	s := n.open(client.SubscribeOptions{Subscription: "raced", Topics: []string{"u"}})
+	assert.Equal(t, 9*time.Second, s.AckDeadline, "the winner's settings")
 }
