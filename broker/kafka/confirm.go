@@ -3,8 +3,8 @@
 // that follow cover the receipts. Saves are the regular fenced ones
 // (save.go), so concurrent calls coalesce: manage runs one save at a
 // time, commitNow holds one more request, and a partition is in one save
-// at a time. save records on each partition what it saved (ackSaves) and
-// wakes the waiters (savedLocked).
+// at a time. save records on each partition what it saved
+// (partState.saves) and wakes the waiters (savedLocked).
 
 package kafka
 
@@ -23,32 +23,6 @@ var (
 
 // SavesAcks implements broker.AckSaving: every consumer confirms acks.
 func (b *Broker) SavesAcks() bool { return true }
-
-// ackSaves is what a partition's saves did, for SaveAcks; guarded by
-// consumer.mu.
-type ackSaves struct {
-	savedTr    *cursor.Tracker // the tracker the last successful save was of
-	savedAt    int64           // that save's position
-	savedAbove []int64         // and the acks saved above it, ascending
-	rounds     uint64          // saves begun
-	failRound  uint64          // the last save that failed (not fenced)
-	failErr    error
-}
-
-func (a *ackSaves) saved(tr *cursor.Tracker, at int64, above []int64) {
-	a.savedTr, a.savedAt, a.savedAbove = tr, at, above
-}
-
-func (a *ackSaves) failed(round uint64, err error) {
-	if round > a.failRound {
-		a.failRound, a.failErr = round, err
-	}
-}
-
-// covers says whether the last save of tr covered pos.
-func (a *ackSaves) covers(tr *cursor.Tracker, pos int64) bool {
-	return a.savedTr == tr && cursor.Covers(a.savedAt, a.savedAbove, pos)
-}
 
 // savedLocked wakes the SaveAcks calls waiting for a save to end.
 func (c *consumer) savedLocked() {
@@ -105,7 +79,7 @@ func (c *consumer) SaveAcks(ctx context.Context, rs []broker.AckReceipt) []error
 			errs[i] = fmt.Errorf("%w: shard %s/%d is not held", broker.ErrAckVoid, r.Shard.Topic, r.Shard.Index)
 			continue
 		}
-		waits[i] = ackWait{ps: ps, tr: ps.tr, from: ps.rounds}
+		waits[i] = ackWait{ps: ps, tr: ps.tr, from: ps.saves.Begun()}
 	}
 	c.mu.Unlock()
 	done := make([]bool, len(rs))
@@ -147,12 +121,12 @@ func (c *consumer) settleLocked(rs []broker.AckReceipt, waits []ackWait, errs []
 		w := waits[i]
 		k := tp{r.Shard.Topic, r.Shard.Index}
 		switch {
-		case w.ps.covers(w.tr, r.Pos):
+		case w.ps.saves.Covers(w.tr, r.Pos):
 			done[i] = true
 		case c.parts[k] != w.ps || w.ps.tr != w.tr || !w.tr.Acked(r.Pos):
 			errs[i] = fmt.Errorf("%w: shard %s/%d was lost or reset before its position was saved", broker.ErrAckVoid, k.topic, k.partition)
-		case w.ps.failRound > w.from:
-			errs[i] = fmt.Errorf("%w: saving shard %s/%d: %w", broker.ErrUnavailable, k.topic, k.partition, translate(w.ps.failErr))
+		case w.ps.saves.FailedAfter(w.from) != nil:
+			errs[i] = fmt.Errorf("%w: saving shard %s/%d: %w", broker.ErrUnavailable, k.topic, k.partition, translate(w.ps.saves.FailedAfter(w.from)))
 		case c.closed:
 			errs[i] = fmt.Errorf("%w: the consumer closed before the position was saved", broker.ErrUnavailable)
 		case !standing:

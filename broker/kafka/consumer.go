@@ -157,7 +157,7 @@ type partState struct {
 	// changed since its snapshot.
 	seq uint64
 
-	ackSaves // what SaveAcks watches (confirm.go)
+	saves cursor.SaveWatch // for SaveAcks (confirm.go)
 }
 
 // to moves the partition to phase p in a new epoch: whatever a Poll

@@ -71,9 +71,8 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 		}
 		ps.saving = true
 		at, meta := ps.tr.ToSave()
-		ps.rounds++
 		jobs = append(jobs, &job{k: k, f: ps.fence, at: at, meta: encodeMeta(at, meta), acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release,
-			above: meta.Acked, round: ps.rounds, tr: ps.tr})
+			above: meta.Acked, round: ps.saves.Begin(), tr: ps.tr})
 	}
 	c.mu.Unlock()
 	if len(jobs) == 0 {
@@ -116,14 +115,14 @@ func (c *consumer) save(ctx context.Context, req saveReq) (savedParts, lost []tp
 			continue
 		case j.err != nil:
 			failed = true
-			ps.failed(j.round, j.err)
+			ps.saves.Failed(j.round, j.err)
 			if err == nil {
 				err = fmt.Errorf("saving %s/%d of %q: %w", j.k.topic, j.k.partition, c.group, translate(j.err))
 			}
 			continue
 		}
 		savedParts = append(savedParts, j.k)
-		ps.saved(j.tr, j.at, j.above)
+		ps.saves.Saved(j.tr, j.at, j.above)
 		ps.tr.SavedAt(j.at, j.acks, j.counted)
 		ps.unsaved = false
 		total += j.acks

@@ -54,6 +54,8 @@ type shardState struct {
 	unsaved     bool   // the position was chosen here and is not saved yet
 	seq         uint64 // changes with everything a save writes
 	savedSeq    uint64 // seq as of the last save: delivery counts changed since when it differs
+
+	saves cursor.SaveWatch // for SaveAcks (confirm.go)
 }
 
 // consumer implements broker.Consumer.
@@ -79,6 +81,7 @@ type consumer struct {
 	events   map[posKey]broker.ShardEvent
 	eventSig chan struct{}
 	dataSig  chan struct{} // capacity 1: a buffer has something
+	savedSig chan struct{} // closed after a save when SaveAcks waits (confirm.go); nil when none does
 
 	kick      chan struct{}
 	commitNow chan struct{}

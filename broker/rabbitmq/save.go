@@ -41,6 +41,9 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		counted int
 		seq     uint64
 		release bool
+		above   []int64 // the acks saved above at, for SaveAcks
+		round   uint64
+		tr      *cursor.Tracker
 	}
 	var jobs []job
 	var recs []record
@@ -61,12 +64,15 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		ps.n++
 		pos := startOf(ps.origin)
 		at := int64(-1)
+		var above []int64
 		if ps.resolved {
 			var meta cursor.Saved
 			at, meta = ps.tr.ToSave()
 			pos = position{next: at, meta: meta}
+			above = meta.Acked
 		}
-		jobs = append(jobs, job{k: k, holder: ps.holder, at: at, acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release})
+		jobs = append(jobs, job{k: k, holder: ps.holder, at: at, acks: ps.tr.Acks(), counted: ps.tr.Counted(), seq: ps.seq, release: ps.release,
+			above: above, round: ps.saves.Begin(), tr: ps.tr})
 		recs = append(recs, record{kind: recSave, key: k, holder: ps.holder, n: ps.n, pos: pos})
 	}
 	c.mu.Unlock()
@@ -80,6 +86,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	defer c.savedLocked() // wakes SaveAcks
 	total, failed := 0, skipped
 	for i, j := range jobs {
 		o := outs[i]
@@ -93,6 +100,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		switch {
 		case o.err != nil:
 			failed = true
+			ps.saves.Failed(j.round, o.err)
 			if err == nil {
 				err = fmt.Errorf("saving %s of %q: %w", streamName(shardOf(j.k)), c.spec.Name, o.err)
 			}
@@ -112,6 +120,7 @@ func (c *consumer) save(ctx context.Context, req saveReq) (saved, lost []posKey,
 		}
 		saved = append(saved, j.k)
 		if j.at >= 0 {
+			ps.saves.Saved(j.tr, j.at, j.above)
 			ps.tr.SavedAt(j.at, j.acks, j.counted)
 		}
 		ps.unsaved = false
