@@ -55,6 +55,9 @@ type ReceiveSettings struct {
 	MaxExtension time.Duration
 	// OpenTimeout and CloseTimeout: see SubscribeOptions.
 	OpenTimeout, CloseTimeout time.Duration
+	// ConfirmAcks opens streams with confirm_acks, for
+	// Delivery.AckWithResult (see SubscribeOptions.ConfirmAcks).
+	ConfirmAcks bool
 	// OnNotice is called (from Receive's goroutine; do not block) with every
 	// notice the server sends. Default: logged.
 	OnNotice func(Notice)
@@ -164,6 +167,7 @@ func (s *Subscription) Receive(ctx context.Context, f func(context.Context, *Del
 		sub, err := s.c.Subscribe(sctx, SubscribeOptions{
 			Subscription: s.Name, Topics: s.Topics, FromBeginning: r.set.FromBeginning,
 			MaxUnacked: uint32(r.set.MaxOutstanding), OpenTimeout: r.set.OpenTimeout, CloseTimeout: r.set.CloseTimeout,
+			ConfirmAcks: r.set.ConfirmAcks,
 		})
 		if !stopOpen() {
 			if err == nil {

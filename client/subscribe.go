@@ -26,6 +26,10 @@ type SubscribeOptions struct {
 	// CloseTimeout bounds Close's wait for the server to end the stream
 	// after the last acks. Default 10 s.
 	CloseTimeout time.Duration
+	// ConfirmAcks opens the stream with confirm_acks: the server answers
+	// every ack, and AckWithResult reports whether it is durably saved
+	// (confirm.go). It costs a position save per ack batch.
+	ConfirmAcks bool
 }
 
 // ErrClosed is returned by Ack and Nack after Close.
@@ -54,6 +58,9 @@ type Subscriber struct {
 	endErr    error         // how it ended (io.EOF: the server ended it with OK); set before ended closes
 	closing   chan struct{} // closed by Close: the reader drops what it reads
 	closeOnce sync.Once
+
+	confirm bool       // opened with ConfirmAcks
+	results ackWaiters // AckWithResult's outcomes not answered yet (confirm.go)
 }
 
 // received is one response for Recv.
@@ -97,6 +104,7 @@ func (c *Client) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber
 	}
 	err = stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Open{Open: &pb.Open{
 		Subscription: o.Subscription, Topics: o.Topics, StartPosition: start, MaxUnacked: o.MaxUnacked,
+		ConfirmAcks: o.ConfirmAcks,
 	}}})
 	if err != nil {
 		_, err = stream.Recv() // the stream's status says why
@@ -125,6 +133,7 @@ func (c *Client) Subscribe(ctx context.Context, o SubscribeOptions) (*Subscriber
 		ID: opened.GetSubscriberId(), MaxUnacked: opened.GetMaxUnacked(), Node: opened.GetNode(),
 		AckDeadline: time.Duration(opened.GetAckDeadlineSeconds()) * time.Second,
 		items:       make(chan received), ended: make(chan struct{}), closing: make(chan struct{}),
+		confirm: o.ConfirmAcks,
 	}
 	go s.read()
 	return s, nil
@@ -138,7 +147,13 @@ func (s *Subscriber) read() {
 		resp, err := s.stream.Recv()
 		if err != nil {
 			s.endErr = err
+			// Acks not answered now never will be: not known to be saved.
+			s.results.end(status.Errorf(codes.Unavailable, "streamgate: the stream ended before the ack was answered; it may not be saved: %v", err))
 			return
+		}
+		if r := resp.GetAckResult(); r != nil {
+			s.results.settle(r)
+			continue
 		}
 		it := toReceived(resp)
 		select {
@@ -259,6 +274,17 @@ func (s *Subscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
+		timer := time.NewTimer(s.closeTimeout)
+		defer timer.Stop()
+		if s.confirm {
+			// Acks sent are answered before the half-close: the server
+			// drops the answers of a stream that ended.
+			select {
+			case <-s.results.whenIdle():
+			case <-s.ended:
+			case <-timer.C:
+			}
+		}
 		half := make(chan struct{})
 		go func() {
 			defer close(half)
@@ -269,8 +295,6 @@ func (s *Subscriber) Close() error {
 				_ = s.stream.CloseSend() // when it fails, the stream has ended already
 			}
 		}()
-		timer := time.NewTimer(s.closeTimeout)
-		defer timer.Stop()
 		select {
 		case <-s.ended:
 		case <-timer.C:
