@@ -200,3 +200,27 @@ func TestSeek_BadRequestsGetPreciseStatuses(t *testing.T) {
 	_, err := seekTo(plain, seekEarliest("s"))
 	assert.Equal(t, codes.Unimplemented, status.Code(err), "%v", err)
 }
+
+// A subscription without subscribers is known by its saved positions: a
+// seek moves them, and the next subscriber starts there.
+func TestSeek_WithoutSubscribersMovesTheSavedPositions(t *testing.T) {
+	const shards = 2
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: shards, Kafka: shortCommits(100 * time.Millisecond)})
+	s := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	produceSpread(t, env, "t", shards, 10, 0)
+	ackAll(t, s, 10, 10*time.Second)
+	waitSaved(t, env, "s", "t", shards, 5)
+	s.Close()
+	_, err := seekTo(env, seekEarliest("s"))
+	require.NoError(t, err)
+	waitSaved(t, env, "s", "t", shards, 0)
+
+	again := testenv.Subscribe(t, env.Client, earliest("s", "t"))
+	msgs := ackAll(t, again, 10, 10*time.Second)
+	for shard, seqs := range assertShardOrder(t, msgs) {
+		assert.Equal(t, []int{0, 1, 2, 3, 4}, seqs, "shard %s from its first message", shard)
+	}
+	for _, m := range msgs {
+		assert.EqualValues(t, 1, m.GetDeliveryAttempt(), "a seek starts delivery counts afresh")
+	}
+}
