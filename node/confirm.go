@@ -123,8 +123,18 @@ func (s *subscription) startAckSave() {
 	if !ok {
 		return
 	}
-	batch := a.queue
+	// Acks of sessions that ended (with a consumer closed since, too)
+	// need no answer.
+	batch := a.queue[:0:0]
+	for _, p := range a.queue {
+		if !p.sess.gone {
+			batch = append(batch, p)
+		}
+	}
 	a.queue = nil
+	if len(batch) == 0 {
+		return
+	}
 	if a.results == nil {
 		a.results = make(chan ackSaveResult)
 	}
