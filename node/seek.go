@@ -61,29 +61,53 @@ const (
 // seekGate is the set of subscriptions this node holds off claiming
 // because a seek is moving them. The subscribe service owns it; the
 // subscriptions ask it from their goroutines, the admin service sets it
-// from request goroutines. The zero value is ready; a nil gate holds
-// nothing (a subscription made without the service, in tests).
+// from request goroutines. Holds are counted, so that of two seeks of one
+// subscription at once, the first one's resume does not lift the second
+// one's hold; each ends at its deadline at the latest. The zero value is
+// ready; a nil gate holds nothing (a subscription made without the
+// service, in tests).
 type seekGate struct {
-	mu    sync.Mutex // guards until
-	until map[string]time.Time
+	mu    sync.Mutex // guards holds
+	holds map[string]gateHold
+}
+
+// gateHold is one subscription's holds: how many seeks hold it, and until
+// when at the latest.
+type gateHold struct {
+	n     int
+	until time.Time
 }
 
 func (g *seekGate) hold(name string, until time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.until == nil {
-		g.until = map[string]time.Time{}
+	if g.holds == nil {
+		g.holds = map[string]gateHold{}
 	}
-	g.until[name] = until
+	h := g.holds[name]
+	h.n++
+	if until.After(h.until) {
+		h.until = until
+	}
+	g.holds[name] = h
 }
 
+// lift ends one hold of name.
 func (g *seekGate) lift(name string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	delete(g.until, name)
+	h, ok := g.holds[name]
+	switch {
+	case !ok:
+	case h.n <= 1:
+		delete(g.holds, name)
+	default:
+		h.n--
+		g.holds[name] = h
+	}
 }
 
-// held says whether name is held now; an expired hold is dropped, so the
+// held says whether name is held now; expired holds are dropped, so the
 // map holds at most the seeks of the last seekHold.
 func (g *seekGate) held(name string, now time.Time) bool {
 	if g == nil {
@@ -91,9 +115,9 @@ func (g *seekGate) held(name string, now time.Time) bool {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	until, ok := g.until[name]
-	if ok && !now.Before(until) {
-		delete(g.until, name)
+	h, ok := g.holds[name]
+	if ok && !now.Before(h.until) {
+		delete(g.holds, name)
 		ok = false
 	}
 	return ok
@@ -141,6 +165,11 @@ func (s *subscription) seekVoid(why string) {
 	for _, sess := range s.sessions {
 		sess.out.notify(notice(codes.Aborted, false, fmt.Sprintf(
 			"%s; %d message(s) this stream holds are void: their acks are ignored, and delivery restarts at the new position", why, voided[sess])))
+		if s.draining.Load() && len(sess.inflight) == 0 {
+			// A draining node ends a stream once it holds nothing; its
+			// last acks will not come now.
+			s.end(sess, codes.Unavailable, "node draining, reconnect")
+		}
 	}
 }
 
