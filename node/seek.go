@@ -165,9 +165,10 @@ func (s *subscription) seekVoid(why string) {
 	for _, sess := range s.sessions {
 		sess.out.notify(notice(codes.Aborted, false, fmt.Sprintf(
 			"%s; %d message(s) this stream holds are void: their acks are ignored, and delivery restarts at the new position", why, voided[sess])))
-		if s.draining.Load() && len(sess.inflight) == 0 {
-			// A draining node ends a stream once it holds nothing; its
-			// last acks will not come now.
+		if s.draining.Load() && len(sess.inflight) == 0 && sess.unconfirmed == 0 {
+			// A draining node ends a stream once it holds nothing (and
+			// its confirmations are answered); its last acks will not
+			// come now.
 			s.end(sess, codes.Unavailable, "node draining, reconnect")
 		}
 	}
