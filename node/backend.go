@@ -100,6 +100,7 @@ func (s *subscription) closeConsumer() {
 	if s.consumer == nil {
 		return
 	}
+	s.finishDeadLetters() // acks the confirmed ones before the final save
 	s.pollStop()
 	<-s.pollDone
 	select {

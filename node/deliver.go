@@ -33,6 +33,9 @@ func (s *subscription) dispatch() {
 		if owner == nil || (q.holder != nil && q.holder != owner) || s.disputed[id] || now.Before(q.notBefore) {
 			continue
 		}
+		if q.deadLettering > 0 {
+			continue // its next message waits for the dead letter ahead of it (deadletter.go)
+		}
 		n := min(owner.max-len(owner.inflight), len(q.pending))
 		if n <= 0 {
 			continue
@@ -190,6 +193,12 @@ func (s *subscription) nack(sess *session, ids []string, delay time.Duration, re
 			s.metrics.unknownAcks.Inc()
 		}
 	}
+	// Due messages go to the dead-letter topic, delay or not; a nack
+	// without a delay waits out the retry policy's backoff.
+	back = s.takeDeadLetters(sess, back, "")
+	if delay == 0 {
+		s.backOff(back)
+	}
 	if delay > 0 {
 		s.delays = true
 		at := time.Now().Add(delay)
@@ -238,17 +247,22 @@ func (s *subscription) expire(now time.Time) {
 		return // subscribers cannot ack what a node in doubt does not read
 	}
 	for _, sess := range s.sessions {
-		var late int
+		var failed []*message
 		for _, m := range sess.inflight {
 			if now.After(m.deadline) {
-				late++
+				failed = append(failed, m)
 			}
 		}
+		late := len(failed)
 		if late == 0 {
 			continue
 		}
 		s.log.Info("subscriber timed out", "subscriber", sess.id, "late", late)
 		s.metrics.timeouts.Inc()
+		// The late messages failed: those due are dead-lettered, the others
+		// wait out the retry policy's backoff. The rest of what sess holds
+		// is handed back as for any stream that ends.
+		s.backOff(s.takeDeadLetters(sess, failed, reasonDeadline))
 		s.end(sess, codes.DeadlineExceeded, fmt.Sprintf(
 			"%d message(s) held un-acked past their ack deadline (the ack deadline of %s unless extended); they go to another subscriber", late, s.settings.ackDeadline))
 	}

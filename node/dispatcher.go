@@ -62,6 +62,11 @@ type subscription struct {
 	// acksSaving confirms acks of confirm_acks sessions (confirm.go);
 	// owned by run.
 	acksSaving ackSaving
+	// publisher takes dead letters (deadletter.go); nil: none are sent.
+	publisher broker.Publisher
+	// dead holds messages on their way to the dead-letter topic
+	// (deadletter.go); owned by run.
+	dead deadLetters
 	// quit is closed (and made anew) when the consumer closes: Release
 	// and Confirm goroutines give up handing over their results.
 	quit chan struct{}
@@ -118,6 +123,8 @@ type subscription struct {
 	lastNotice   time.Time // of the last UNAVAILABLE notice
 	buffered     int       // undelivered messages in queues
 	settings     settings  // the stored settings in force (settings.go)
+	seeks        *seekGate // holds claims while a seek moves the positions (seek.go); nil: never
+	seekWait     bool      // claims were held by a seek: recompute when it is lifted (checkSeek)
 }
 
 type eventKind int
@@ -134,6 +141,11 @@ const (
 	evDescribe // admin: report shard states
 	evShards   // the topics' shards, read again
 	evSettings // the stored settings in force, or the subscription deleted (subscriptions_open.go)
+
+	// admin, a seek (seek.go): evSeekHold voids and stops reading (reason:
+	// the notice), evSeekResume reads again; both answer on reply.
+	evSeekHold
+	evSeekResume
 )
 
 type event struct {
@@ -239,6 +251,7 @@ func (s *subscription) run() {
 			s.retry.Stop()
 		}
 	}()
+	defer s.stopDeadLetterTimer()
 	for {
 		select {
 		case ev := <-s.events:
@@ -253,6 +266,10 @@ func (s *subscription) run() {
 			s.afterRelease(r)
 		case r := <-s.confirms:
 			s.afterConfirm(r)
+		case <-s.deadLetterC():
+			s.afterDeadLetters()
+		case now := <-s.deadLetterRetryC():
+			s.retryDeadLetters(now)
 		case r := <-s.acksSaving.results:
 			s.afterAckSave(r)
 		case <-s.consumerEvs:
@@ -288,6 +305,7 @@ func (s *subscription) run() {
 			s.recomputeStale(time.Now())
 		}
 		s.checkStanding()
+		s.checkSeek()
 		if !s.stale { // owner may name a session that left
 			s.dispatch()
 		}
@@ -330,6 +348,12 @@ func (s *subscription) handle(ev event) {
 		ev.info <- s.describe()
 	case evSettings:
 		s.applySettings(ev.set)
+	case evSeekHold:
+		s.seekVoid(ev.reason)
+		ev.reply <- nil
+	case evSeekResume:
+		s.checkSeek()
+		ev.reply <- nil
 	case evShards:
 		if len(s.sessions) > 0 && slices.Equal(ev.spec.Topics, s.topics) && !slices.Equal(ev.shards, s.shards) {
 			s.log.Info("the topics' shards changed", "shards", len(ev.shards))

@@ -20,6 +20,10 @@ type metrics struct {
 	shardsClaimed        prometheus.Gauge
 	handoffSeconds       prometheus.Histogram
 	voided               prometheus.Counter
+	// Dead letters (deadletter.go): labelled by subscription, of which
+	// only those an admin gave a dead-letter topic ever get a series.
+	deadLettered       *prometheus.CounterVec
+	deadLetterFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -82,7 +86,16 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "In-flight messages made void because their shard moved under this node or its log was reset; they are delivered again.",
 		}),
 	}
+	m.deadLettered = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "streamgate_subscribe_dead_lettered_messages_total",
+		Help: "Messages published to their subscription's dead-letter topic and acked (after max_delivery_attempts).",
+	}, []string{"subscription"})
+	m.deadLetterFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "streamgate_subscribe_dead_letter_failures_total",
+		Help: "Publishes to a dead-letter topic that failed; the message stays held and is published again.",
+	})
 	if reg != nil {
+		reg.MustRegister(m.deadLettered, m.deadLetterFailures)
 		reg.MustRegister(m.publishResults, m.publishBufferedBytes, m.subscribers, m.consumers,
 			m.delivered, m.acks, m.unknownAcks, m.redeliveries, m.timeouts,
 			m.buffered, m.assignmentChanges, m.shardsClaimed, m.handoffSeconds, m.voided)

@@ -299,6 +299,7 @@ func (s *subscription) void(sh broker.ShardID, reason string, abandon bool, void
 // messages' ids no longer stand for what the shard's reader will deliver.
 // Their acks are ignored. It counts voided messages per session.
 func (s *subscription) voidMessages(sh broker.ShardID, voided map[*session]int) {
+	s.voidDeadLetters(sh) // before the queue's counts go
 	if q := s.queues[sh]; q != nil {
 		s.addBuffered(-len(q.pending))
 		for _, m := range q.pending {

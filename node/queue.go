@@ -22,6 +22,10 @@ type shardQueue struct {
 	held    int        // its messages in flight with holder
 	// notBefore: a delayed nack holds the shard's delivery until then.
 	notBefore time.Time
+	// deadLettering counts its messages on their way to the dead-letter
+	// topic (deadletter.go), counted in held too: the shard delivers
+	// nothing new until they are gone.
+	deadLettering int
 }
 
 // queue returns shard id's queue, making it if needed.

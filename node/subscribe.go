@@ -189,6 +189,9 @@ func (s *subscribeService) acquire(name string) *subscription {
 		}
 		sub := newSubscription(name, s.cfg, s.backend, s.metrics, s.log, s.local, s.members, after, s.draining)
 		sub.seeks = &s.seeks
+		if p, ok := s.backend.(broker.Publisher); ok { // node.Backend is one: dead letters (deadletter.go)
+			sub.publisher = p
+		}
 		r = &subRef{sub: sub}
 		s.subs[name] = r
 		s.running.Add(1)
