@@ -13,8 +13,11 @@
 //  2. Move: the backend (broker.Seeker) writes each shard's position,
 //     taking each shard's reader fence as a new reader would: a member that
 //     missed step 1 still reads with the old fence, and its next save fails
-//     (ShardLost), so it cannot move a position back; what it delivered
-//     meanwhile is voided then.
+//     (ShardLost), so it cannot move a position back. Until that save (it
+//     saves after acks, at most --commit-interval later, or hourly when
+//     idle) it goes on from its old position: what it delivers meanwhile
+//     is voided then, and delivered again from the new position if it is
+//     past it (duplicates, never a loss).
 //  3. Resume: every member (phase 2) lifts the hold and recomputes: shards
 //     are claimed again and read from the new position.
 //
