@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -322,3 +323,45 @@ func TestConfirm_OpenOnABackendThatCannotConfirmIsUnimplemented(t *testing.T) {
 
 // plainBackend hides every optional interface of the backend it wraps.
 type plainBackend struct{ node.Backend }
+
+// TestConfirm_AnIDVoidedByAShardMoveFailsWithFailedPrecondition: another
+// reader takes the shard (its save fence, as a node that claims it
+// does): the confirmed ack's save is fenced, so it fails with
+// FAILED_PRECONDITION, not saved; the messages the stream held are void
+// (ABORTED), and the shard's next reading delivers them all again, the
+// acked one too. (Acks of held messages made void fail the same way: see
+// the shard reset test; here the shard is read again at once, so a later
+// ack may find its message delivered again and legitimately held.)
+func TestConfirm_AnIDVoidedByAShardMoveFailsWithFailedPrecondition(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1, Kafka: noRegularSaves})
+	produceSpread(t, env, "t", 1, 3, 0)
+	open := earliest("c", "t")
+	open.ConfirmAcks = true
+	s := openConfirm(t, env, open, nil)
+	msgs := s.waitMessages(3)
+
+	// The reader fence of partition t/0 (broker/kafka's fence.go names it
+	// <group>#<topic>-<partition>): taking it is what a new reader does.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(env.Brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	req := kmsg.NewPtrInitProducerIDRequest()
+	txnID := kafka.DefaultConfig().GroupPrefix + "c#t-0"
+	req.TransactionalID, req.TransactionTimeoutMillis = &txnID, 60_000
+	resp, err := req.RequestWith(t.Context(), cl)
+	require.NoError(t, err)
+	require.Zero(t, resp.ErrorCode)
+
+	s.ack(msgs[0].GetId())
+	s.waitFor("the answer", func() bool { return s.answered(msgs[0].GetId()) })
+	s.waitFor("an ABORTED notice", func() bool {
+		return slices.ContainsFunc(s.notices, func(n *pb.Notice) bool { return n.GetStatus().GetCode() == int32(codes.Aborted) })
+	})
+	s.mu.Lock()
+	assert.False(t, s.saved[msgs[0].GetId()])
+	assert.EqualValues(t, codes.FailedPrecondition, s.failed[msgs[0].GetId()].GetCode(), "%v", s.failed[msgs[0].GetId()])
+	s.mu.Unlock()
+	again := s.waitMessages(6)[3:]
+	assert.Equal(t, idsOf(msgs), idsOf(again), "read again from the saved position, which has none of the acks")
+	assert.EqualValues(t, 0, env.Saved(t, "c")["t"][0].Offset)
+}
