@@ -365,3 +365,48 @@ func TestConfirm_AnIDVoidedByAShardMoveFailsWithFailedPrecondition(t *testing.T)
 	assert.Equal(t, idsOf(msgs), idsOf(again), "read again from the saved position, which has none of the acks")
 	assert.EqualValues(t, 0, env.Saved(t, "c")["t"][0].Offset)
 }
+
+// TestConfirm_ADrainingNodeAnswersAcksBeforeEndingTheStream: a stream
+// whose acks wait for their save when the node drains is ended only once
+// they are answered, so "saved" still reaches the client.
+func TestConfirm_ADrainingNodeAnswersAcksBeforeEndingTheStream(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1, Kafka: noRegularSaves})
+	produceSpread(t, env, "t", 1, 2, 0)
+	open := earliest("c", "t")
+	open.ConfirmAcks = true
+	s := openConfirm(t, env, open, nil)
+	msgs := s.waitMessages(2)
+
+	held, resume := make(chan struct{}), make(chan struct{})
+	var once, resumeOnce sync.Once
+	release := func() { resumeOnce.Do(func() { close(resume) }) }
+	t.Cleanup(release)
+	env.Cluster.ControlKey(int16(kmsg.TxnOffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() {
+			close(held)
+			env.Cluster.SleepControl(func() { <-resume })
+		})
+		return nil, nil, false
+	})
+	s.ack(idsOf(msgs)...)
+	select {
+	case <-held:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the acks' save never reached the broker")
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); env.Stop() }()
+	require.Eventually(t, func() bool {
+		_, err := testenv.TrySubscribe(t, env.Client, earliest("other", "t"))
+		return status.Code(err) == codes.Unavailable
+	}, 10*time.Second, 20*time.Millisecond, "the node drains")
+	release()
+	s.waitFor("the stream to end", func() bool { return s.ended != nil })
+	<-stopped
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, m := range msgs {
+		assert.True(t, s.saved[m.GetId()], "%s answered saved before the end (failed: %v)", m.GetPayload(), s.failed[m.GetId()])
+	}
+	assert.Equal(t, codes.Unavailable, status.Code(s.ended), "%v", s.ended)
+}

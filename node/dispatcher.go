@@ -333,7 +333,7 @@ func (s *subscription) handle(ev event) {
 	case evDrain: // the flag is set already; this makes the subscription act on it
 		s.recompute() // stops fetching; our subscribers leave the ring
 		for _, sess := range s.sessions {
-			if len(sess.inflight) == 0 {
+			if len(sess.inflight) == 0 && sess.unconfirmed == 0 { // else when its acks are answered (confirm.go)
 				s.end(sess, codes.Unavailable, "node draining, reconnect")
 			}
 		}
