@@ -161,3 +161,36 @@ func TestAckWithResult_ReceiveDeliveriesConfirmTheirAcks(t *testing.T) {
 	}
 	assert.EqualValues(t, n, sum, "every confirmed ack is saved")
 }
+
+// TestAckWithResult_CloseWaitsForAnswersAtMostCloseTimeout: Close waits
+// for unanswered acks before its half-close, but no longer than
+// CloseTimeout in all; the result then reports Unavailable.
+func TestAckWithResult_CloseWaitsForAnswersAtMostCloseTimeout(t *testing.T) {
+	e := testenv.Start(t, testenv.Options{Topics: []string{"cl"}, Partitions: 1, Kafka: noRegularSaves})
+	publish(t, e.Client, "cl", 1)
+	s, err := e.Client.Subscribe(t.Context(), client.SubscribeOptions{Subscription: "cl-sub", Topics: []string{"cl"}, FromBeginning: true,
+		ConfirmAcks: true, CloseTimeout: 500 * time.Millisecond})
+	require.NoError(t, err)
+	msgs := recvN(t, s, 1)
+
+	held, resume := make(chan struct{}), make(chan struct{})
+	var once, resumeOnce sync.Once
+	release := func() { resumeOnce.Do(func() { close(resume) }) }
+	t.Cleanup(release)
+	e.Cluster.ControlKey(int16(kmsg.TxnOffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() {
+			close(held)
+			e.Cluster.SleepControl(func() { <-resume })
+		})
+		return nil, nil, false
+	})
+	r := s.AckWithResult(msgs[0].ID)
+	<-held
+	start := time.Now()
+	assert.Error(t, s.Close(), "the server did not end the stream in time")
+	assert.Less(t, time.Since(start), 5*time.Second, "Close is bounded by CloseTimeout")
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	err = r.Get(ctx)
+	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+}

@@ -274,15 +274,16 @@ func (s *Subscriber) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.closing)
-		timer := time.NewTimer(s.closeTimeout)
-		defer timer.Stop()
+		// A context, not a timer: its Done stays closed for both waits.
+		wait, stop := context.WithTimeout(context.Background(), s.closeTimeout)
+		defer stop()
 		if s.confirm {
 			// Acks sent are answered before the half-close: the server
 			// drops the answers of a stream that ended.
 			select {
 			case <-s.results.whenIdle():
 			case <-s.ended:
-			case <-timer.C:
+			case <-wait.Done():
 			}
 		}
 		half := make(chan struct{})
@@ -297,7 +298,7 @@ func (s *Subscriber) Close() error {
 		}()
 		select {
 		case <-s.ended:
-		case <-timer.C:
+		case <-wait.Done():
 			err = fmt.Errorf("streamgate: the server did not end the stream within %s of close; acks sent last may be lost", s.closeTimeout)
 		}
 		s.cancel() // ends a Send stuck on a server that stopped reading
