@@ -56,6 +56,10 @@ type Config struct {
 	// group id, so that streamgate's groups do not collide with other
 	// applications'. Default "streamgate.".
 	GroupPrefix string
+	// SubscriptionsTopic is the compacted topic that holds every
+	// subscription's settings (subscriptions.go), created on first use
+	// with one partition. Default "__streamgate_subscriptions".
+	SubscriptionsTopic string
 	// Logger receives franz-go's logs (at warn level and above). Default:
 	// discarded.
 	Logger *slog.Logger
@@ -77,6 +81,7 @@ func DefaultConfig(brokers ...string) Config {
 		FetchMaxPartitionBytes: 512 << 10,
 		TopicCheckInterval:     10 * time.Second,
 		GroupPrefix:            "streamgate.",
+		SubscriptionsTopic:     "__streamgate_subscriptions",
 	}
 }
 
@@ -87,6 +92,8 @@ func (c *Config) Validate() error {
 		return errors.New("kafka: Brokers: at least one address is required")
 	case c.ClientID == "":
 		return errors.New("kafka: ClientID: must not be empty")
+	case c.SubscriptionsTopic == "":
+		return errors.New("kafka: SubscriptionsTopic: must not be empty")
 	case c.PublishTimeout <= 0:
 		return fmt.Errorf("kafka: PublishTimeout: must be positive, got %s", c.PublishTimeout)
 	case c.MaxMessageBytes <= 0:

@@ -102,3 +102,12 @@ func (h *conformance) fault(name string, on bool, f kfake.Fault) {
 		h.faults[name] = h.kf.Fault(f)
 	}
 }
+
+// TestSubscriptionStoreConformance runs the subscription store's
+// conformance suite against one kfake broker.
+func TestSubscriptionStoreConformance(t *testing.T) {
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1))
+	require.NoError(t, err)
+	t.Cleanup(kf.Close)
+	brokertest.RunSubscriptions(t, &conformance{kf: kf})
+}

@@ -26,9 +26,10 @@ type Broker struct {
 	txn      *kgo.Client // fenced saves (Prepare), at pinned versions
 	metrics  *kprom.Metrics
 
-	mu        sync.Mutex // guards consumers and aborted
+	mu        sync.Mutex // guards consumers, aborted and subs
 	consumers map[*consumer]bool
 	aborted   bool
+	subs      *subsLog // the subscription store, started on first use (subscriptions.go)
 }
 
 // New connects lazily: it fails only on a bad configuration, and brokers
@@ -125,6 +126,7 @@ func (b *Broker) Ping(ctx context.Context) error {
 
 // Close flushes nothing: unconfirmed messages fail with ErrClosed.
 func (b *Broker) Close() {
+	b.closeSubscriptions()
 	b.producer.Close()
 	b.txn.Close()
 }
@@ -142,6 +144,7 @@ func (b *Broker) Abort() {
 	for _, c := range cs {
 		c.cl.Close()
 	}
+	b.closeSubscriptions()
 	b.producer.Close()
 	b.txn.Close()
 }
