@@ -291,3 +291,24 @@ func TestRetry_BackoffDelaysRedeliveryWhileOtherShardsFlow(t *testing.T) {
 		require.NoError(t, s.Ack(others...))
 	}
 }
+
+// Issue 11: while a shard holds a message for a dead-letter topic that
+// fails, with as many of its messages queued as the subscriber may take,
+// the other shard's new messages are still fetched and delivered.
+func TestDeadLetter_OtherShardsFlowWhileADeadLetterIsHeld(t *testing.T) {
+	n := dlNode(t, map[string]int{"t": 2}, broker.SubscriptionConfig{MaxDeliveryAttempts: 5, DeadLetterTopic: "dlq"}, nil)
+	unkeyed := poison
+	unkeyed.Key = nil // the first unkeyed message goes to shard t/0
+	id := publishFake(t, n.fb, unkeyed)
+	n.fb.Append("t", 0, "x1", "x2", "x3")
+	s := n.subscribe(1)
+	nackEach(t, s, id, 1, 5)
+	fakeWait(t, "a failed dead-letter publish", func() bool { return n.metric("streamgate_subscribe_dead_letter_failures_total") >= 1 })
+	n.fb.Append("t", 1, "y")
+	fakeWait(t, "the other shard's message", func() bool {
+		return slices.ContainsFunc(s.messages(), func(m client.Received) bool { return string(m.Payload) == "y" })
+	})
+	for _, m := range s.messages() {
+		assert.NotContains(t, []string{"x1", "x2", "x3"}, string(m.Payload), "the held shard delivered past its dead letter")
+	}
+}

@@ -76,7 +76,14 @@ func (s *subscription) hungry() bool {
 		return true
 	}
 	queued := make(map[*session]int, len(s.sessions))
+	now := time.Now()
 	for id, q := range s.queues {
+		// A shard held by a delay, a backoff or a dead letter cannot give
+		// its queue now: counted, it would stop the fetches of the
+		// owner's other shards for as long as it is held.
+		if q.deadLettering > 0 || now.Before(q.notBefore) {
+			continue
+		}
 		if owner := s.owner[id]; owner != nil && (q.holder == nil || q.holder == owner) {
 			queued[owner] += len(q.pending)
 		}
