@@ -312,3 +312,35 @@ func TestDeadLetter_OtherShardsFlowWhileADeadLetterIsHeld(t *testing.T) {
 		assert.NotContains(t, []string{"x1", "x2", "x3"}, string(m.Payload), "the held shard delivered past its dead letter")
 	}
 }
+
+// Issue 11: a message held past its ack deadline waits out the retry
+// policy's backoff too (1 s here, 5 times the ack deadline) before it
+// goes to the subscription's other subscriber.
+func TestRetry_ATimedOutMessageWaitsOutItsBackoff(t *testing.T) {
+	n := dlNode(t, map[string]int{"t": 1},
+		broker.SubscriptionConfig{AckDeadline: 200 * time.Millisecond, RetryMin: time.Second, RetryMax: time.Second},
+		func(c *node.Config) { c.AckTimeout = 200 * time.Millisecond })
+	n.fb.Append("t", 0, "slow")
+	a, b := n.subscribe(0), n.subscribe(0)
+	var slow, other *fakeSub
+	fakeWait(t, "the message", func() bool {
+		switch {
+		case a.count() > 0:
+			slow, other = a, b
+		case b.count() > 0:
+			slow, other = b, a
+		}
+		return slow != nil
+	})
+	first := slow.messages()[0]
+	require.Equal(t, codes.DeadlineExceeded, slow.waitEnd().Code())
+	ended := time.Now()
+	again := other.waitCount(1)[0]
+	waited := time.Since(ended)
+	assert.Equal(t, first.ID, again.ID)
+	assert.EqualValues(t, 2, again.DeliveryAttempt)
+	// The backoff starts when the node ended the stream, a moment before
+	// the test saw it end.
+	assert.GreaterOrEqual(t, waited, 900*time.Millisecond, "redelivered before its backoff")
+	assert.Less(t, waited, 2*time.Second, "redelivered long after its backoff")
+}
