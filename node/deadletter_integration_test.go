@@ -12,25 +12,11 @@ import (
 
 	"github.com/streamgate/streamgate/client"
 	"github.com/streamgate/streamgate/internal/testenv"
-	"github.com/streamgate/streamgate/node"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
-// Dead letters and the retry policy (issue 11) on kfake. The Kafka
-// backend keeps no subscriptions yet (helper A1's store): the nodes share
-// the fake store (subscriptions_fake_test.go) beside their Kafka backend,
-// and the subscription is created through the Admin API as a user would.
-
-// kafkaWithStore is a node's Kafka backend with a subscription store.
-type kafkaWithStore struct {
-	node.Backend
-	*fakeStore
-}
-
-// withStore makes every node of an env use st.
-func withStore(st *fakeStore) func(node.Backend) node.Backend {
-	return func(b node.Backend) node.Backend { return kafkaWithStore{b, st} }
-}
+// Dead letters and the retry policy (issue 11) on kfake, the subscription
+// created through the Admin API and stored by the Kafka backend.
 
 // waitMessage waits until s has received a message that matches, and
 // returns it.
@@ -63,9 +49,8 @@ func nackWithReason(t *testing.T, s *testenv.Subscriber, reason string, ids ...s
 // delivered, the saved position passes both), and it is never delivered
 // a 6th time.
 func TestDeadLetter_AttemptsAreCountedAcrossANodeKill(t *testing.T) {
-	st := newFakeStore()
 	envs := testenv.StartCluster(t, 2, testenv.Options{Topics: []string{"t", "dlq"}, Partitions: 1,
-		Kafka: shortCommits(100 * time.Millisecond), WrapBackend: withStore(st)})
+		Kafka: shortCommits(100 * time.Millisecond)})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := envs[0].Client.CreateSubscription(ctx, client.SubscriptionConfig{Name: "dl", Topics: []string{"t"},
@@ -144,7 +129,7 @@ func TestDeadLetter_AttemptsAreCountedAcrossANodeKill(t *testing.T) {
 // later, and its shard's next message after it, while the other shard
 // keeps flowing.
 func TestRetry_BackoffOnKafkaWhileAnotherShardFlows(t *testing.T) {
-	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2, WrapBackend: withStore(newFakeStore())})
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := env.Client.CreateSubscription(ctx, client.SubscriptionConfig{Name: "retry", Topics: []string{"t"},
