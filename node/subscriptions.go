@@ -152,7 +152,7 @@ func (a *adminService) UpdateSubscription(ctx context.Context, req *pb.UpdateSub
 			return nil, grpcError(storeError(in.GetName(), err))
 		}
 		if v := in.GetVersion(); v != 0 && v != cur.Version {
-			return nil, grpcError(storeError(in.GetName(), fmt.Errorf("version %d given, %d stored: %w", v, cur.Version, broker.ErrVersionMismatch)))
+			return nil, grpcError(storeError(in.GetName(), fmt.Errorf("%w: %q is at version %d, not %d", broker.ErrVersionMismatch, in.GetName(), cur.Version, v)))
 		}
 		next, err := applyMask(cur, in, req.GetUpdateMask())
 		if err == nil {
@@ -173,18 +173,29 @@ func (a *adminService) UpdateSubscription(ctx context.Context, req *pb.UpdateSub
 	}
 }
 
-// storeError names the subscription in a store's error.
+// storeError words a store's sentinel for the API, the same from every
+// backend; other errors pass.
 func storeError(name string, err error) error {
 	switch {
 	case errors.Is(err, broker.ErrSubscriptionNotFound):
-		return fmt.Errorf("subscription %q: %w", name, err)
+		return &wordedError{msg: fmt.Sprintf("subscription %q not found", name), err: err}
 	case errors.Is(err, broker.ErrSubscriptionExists):
-		return fmt.Errorf("subscription %q: %w", name, err)
+		return &wordedError{msg: fmt.Sprintf("subscription %q already exists", name), err: err}
 	case errors.Is(err, broker.ErrVersionMismatch):
-		return fmt.Errorf("subscription %q: %w (read it again and retry)", name, err)
+		return &wordedError{msg: err.Error() + " (read it again and retry)", err: err}
 	}
 	return err
 }
+
+// wordedError is a store's error (its sentinel kept for grpcError) with the
+// node's own message.
+type wordedError struct {
+	msg string
+	err error
+}
+
+func (e *wordedError) Error() string { return e.msg }
+func (e *wordedError) Unwrap() error { return e.err }
 
 // checkNew checks a create request's subscription and turns it into the
 // settings to store.

@@ -73,7 +73,7 @@ func TestSubscriptions_CreateGetUpdateListDeleteRoundTrip(t *testing.T) {
 	require.NoError(t, n.cl.DeleteSubscription(ctx, "billing", updated.Version))
 	_, err = n.cl.GetSubscription(ctx, "billing")
 	assert.Equal(t, codes.NotFound, status.Code(err), "%v", err)
-	assert.Equal(t, `subscription "billing": subscription not found`, status.Convert(err).Message())
+	assert.Equal(t, `subscription "billing" not found`, status.Convert(err).Message())
 }
 
 // Every bad request gets its own status and a message naming the field.
@@ -116,7 +116,7 @@ func TestSubscriptions_EveryBadRequestGetsAPreciseStatus(t *testing.T) {
 			s.RetryPolicy = &pb.RetryPolicy{MinimumBackoffSeconds: 20, MaximumBackoffSeconds: 10}
 		}), codes.InvalidArgument, "minimum_backoff_seconds 20 is over maximum_backoff_seconds 10"},
 		{"bad ordering", ok(func(s *pb.Subscription) { s.Ordering = 3 }), codes.InvalidArgument, "unknown ordering 3"},
-		{"name taken", ok(func(s *pb.Subscription) { s.Name = "s" }), codes.AlreadyExists, `subscription "s": subscription already exists`},
+		{"name taken", ok(func(s *pb.Subscription) { s.Name = "s" }), codes.AlreadyExists, `subscription "s" already exists`},
 	} {
 		t.Run("create/"+tc.name, func(t *testing.T) {
 			_, err := admin.CreateSubscription(ctx, &pb.CreateSubscriptionRequest{Subscription: tc.sub})
@@ -138,7 +138,7 @@ func TestSubscriptions_EveryBadRequestGetsAPreciseStatus(t *testing.T) {
 		{"start position", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "s"}, UpdateMask: []string{"start_position"}}, codes.InvalidArgument, "start_position is fixed after creation"},
 		{"name", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "s"}, UpdateMask: []string{"name"}}, codes.InvalidArgument, "name is fixed after creation"},
 		{"version", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "s"}, UpdateMask: []string{"version"}}, codes.InvalidArgument, "version is set by the server"},
-		{"unknown subscription", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "nobody"}, UpdateMask: []string{"max_unacked"}}, codes.NotFound, `subscription "nobody": subscription not found`},
+		{"unknown subscription", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "nobody"}, UpdateMask: []string{"max_unacked"}}, codes.NotFound, `subscription "nobody" not found`},
 		{"stale version", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "s", Version: existing.GetVersion() + 1}, UpdateMask: []string{"max_unacked"}}, codes.Aborted, "version mismatch"},
 		{"bad value", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "s", AckDeadlineSeconds: 601}, UpdateMask: []string{"ack_deadline_seconds"}}, codes.InvalidArgument, "ack_deadline_seconds 601"},
 		{"attempts without a dead-letter topic", &pb.UpdateSubscriptionRequest{Subscription: &pb.Subscription{Name: "s", MaxDeliveryAttempts: 5, DeadLetterTopic: "dlq"}, UpdateMask: []string{"max_delivery_attempts"}}, codes.InvalidArgument, "needs a dead_letter_topic"},

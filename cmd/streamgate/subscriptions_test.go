@@ -117,7 +117,7 @@ func TestCLI_SubscriptionsRoundTrip(t *testing.T) {
 	assert.Equal(t, []string{"billing", "orders", "earliest", "45s", "default", "5->dlq"}, row[:6])
 
 	_, err = cli("create", "--name", "billing", "--topics", "orders")
-	require.EqualError(t, err, `subscriptions create: subscription "billing": subscription already exists (AlreadyExists)`)
+	require.EqualError(t, err, `subscriptions create: subscription "billing" already exists (AlreadyExists)`)
 	_, err = cli("update", "--name", "billing", "--max-unacked", "1000000")
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "max_unacked 1000000 is out of range")
@@ -129,7 +129,7 @@ func TestCLI_SubscriptionsRoundTrip(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "deleted subscription billing\n", out)
 	_, err = cli("get", "--name", "billing")
-	require.EqualError(t, err, `subscriptions get: subscription "billing": subscription not found (NotFound)`)
+	require.EqualError(t, err, `subscriptions get: subscription "billing" not found (NotFound)`)
 	out, err = cli("list")
 	require.NoError(t, err)
 	assert.Equal(t, "no subscriptions\n", out)
