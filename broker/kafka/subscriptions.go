@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/streamgate/streamgate/broker"
 	"github.com/streamgate/streamgate/broker/registry"
@@ -160,25 +161,51 @@ func (l *subsLog) run(ctx context.Context) {
 // exists says whether the topic exists (false also when the brokers do
 // not answer: the reader looks again).
 func (l *subsLog) exists(ctx context.Context) bool {
+	ok, _ := l.probe(ctx)
+	return ok
+}
+
+// probe asks a broker whether the topic exists: kadm answers from
+// franz-go's metadata cache, which may not show a topic created less than
+// MetadataMinAge ago (a direct metadata request also refreshes that cache).
+func (l *subsLog) probe(ctx context.Context) (bool, error) {
 	if l.known.Load() {
-		return true
+		return true, nil
 	}
-	details, err := l.adm.ListTopics(ctx, l.topic)
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(l.topic)
+	req.Topics = append(req.Topics, rt)
+	req.AllowAutoTopicCreation = false
+	resp, err := req.RequestWith(ctx, l.cl)
 	if err != nil {
-		return false
+		return false, translate(err)
 	}
-	d, ok := details[l.topic]
-	if !ok || d.Err != nil {
-		return false
+	for _, t := range resp.Topics {
+		if t.Topic == nil || *t.Topic != l.topic {
+			continue
+		}
+		err := kerr.ErrorForCode(t.ErrorCode)
+		switch {
+		case errors.Is(err, kerr.UnknownTopicOrPartition):
+			return false, nil
+		case err != nil:
+			return false, translate(err)
+		case len(t.Partitions) > 0:
+			l.known.Store(true)
+			return true, nil
+		}
 	}
-	l.known.Store(true)
-	return true
+	return false, nil
 }
 
 // End implements registry.Ender: the partition's end offset; a topic that
 // does not exist is empty.
 func (l *subsLog) End(ctx context.Context) (int64, error) {
 	signal(l.kick)
+	if ok, err := l.probe(ctx); err != nil || !ok {
+		return 0, err
+	}
 	ends, err := l.adm.ListEndOffsets(ctx, l.topic)
 	if err != nil {
 		return 0, translate(err)

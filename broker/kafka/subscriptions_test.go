@@ -1,0 +1,172 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/streamgate/streamgate/broker"
+)
+
+func subCfg(name string, n int) broker.SubscriptionConfig {
+	return broker.SubscriptionConfig{Name: name, Topics: []string{fmt.Sprintf("t%d", n)}, MaxUnacked: n}
+}
+
+// TestSubscriptionTopicCreatedCompactedOnFirstWrite: reading a store that
+// was never written creates nothing; the first write creates the topic,
+// compacted, with one partition.
+func TestSubscriptionTopicCreatedCompactedOnFirstWrite(t *testing.T) {
+	h := newHarness(t, 1)
+	b := h.backend(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	topic := b.cfg.SubscriptionsTopic
+	list, err := b.ListSubscriptions(ctx)
+	require.NoError(t, err)
+	require.Empty(t, list)
+	details, err := h.admin.ListTopics(ctx, topic)
+	require.NoError(t, err)
+	require.False(t, details.Has(topic), "a read created the topic")
+
+	_, err = b.CreateSubscription(ctx, subCfg("a", 1))
+	require.NoError(t, err)
+	h.admin.Close() // its metadata cache says the topic does not exist
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kf.ListenAddrs()...))
+	require.NoError(t, err)
+	defer cl.Close()
+	h.admin = kadm.NewClient(cl)
+	details, err = h.admin.ListTopics(ctx, topic)
+	require.NoError(t, err)
+	require.True(t, details.Has(topic))
+	require.Len(t, details[topic].Partitions, 1)
+	cfgs, err := h.admin.DescribeTopicConfigs(ctx, topic)
+	require.NoError(t, err)
+	c, err := cfgs.On(topic, nil)
+	require.NoError(t, err)
+	got := map[string]string{}
+	for _, kv := range c.Configs {
+		if kv.Value != nil {
+			got[kv.Key] = *kv.Value
+		}
+	}
+	assert.Equal(t, "compact", got["cleanup.policy"])
+	assert.Equal(t, subsCompactionLag, got["min.compaction.lag.ms"])
+}
+
+// TestSubscriptionStoreSeesATopicCreatedElsewhere: a Broker that read the
+// store before the topic existed sees the first write of another Broker,
+// and its SubscriptionChanges fires.
+func TestSubscriptionStoreSeesATopicCreatedElsewhere(t *testing.T) {
+	h := newHarness(t, 1)
+	b1, b2 := h.backend(nil), h.backend(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	list, err := b2.ListSubscriptions(ctx)
+	require.NoError(t, err)
+	require.Empty(t, list)
+	changes := b2.SubscriptionChanges()
+
+	c, err := b1.CreateSubscription(ctx, subCfg("a", 1))
+	require.NoError(t, err)
+	select {
+	case <-changes:
+	case <-ctx.Done():
+		t.Fatal("SubscriptionChanges did not fire")
+	}
+	got, err := b2.GetSubscription(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, c, got)
+}
+
+// TestSubscriptionStoreAfterCompaction: after racing writes (rejected
+// records, restates, deletes with tombstones), the broker compacts the
+// topic; a new Broker reading what is left gets the same subscriptions as
+// the Brokers that read every record.
+func TestSubscriptionStoreAfterCompaction(t *testing.T) {
+	h := newHarness(t, 1)
+	bs := []*Broker{h.backend(nil), h.backend(nil), h.backend(nil)}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	names := []string{"a", "b", "c", "d"}
+	for _, n := range names {
+		_, err := bs[0].CreateSubscription(ctx, subCfg(n, 0))
+		require.NoError(t, err)
+	}
+	// Every Broker has read the creates: their updates race on versions.
+	for _, b := range bs[1:] {
+		waitFor(t, 10*time.Second, "the creates", func() bool {
+			l, err := b.ListSubscriptions(ctx)
+			return err == nil && len(l) == len(names)
+		})
+	}
+	var wg sync.WaitGroup
+	for i, b := range bs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := range 10 {
+				n := names[round%len(names)]
+				cur, err := b.GetSubscription(ctx, n)
+				if err != nil {
+					continue
+				}
+				up := subCfg(n, 100*i+round)
+				up.Version = cur.Version
+				_, _ = b.UpdateSubscription(ctx, up) // a lost race is expected
+				if round == 5+i && i < 2 {
+					_ = b.DeleteSubscription(ctx, names[i], 0)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	want, err := bs[0].ListSubscriptions(ctx)
+	require.NoError(t, err)
+	for _, b := range bs[1:] {
+		waitFor(t, 10*time.Second, "the Brokers to agree", func() bool {
+			got, err := b.ListSubscriptions(ctx)
+			return err == nil && assert.ObjectsAreEqual(want, got)
+		})
+	}
+
+	written := h.countRecords(bs[0].cfg.SubscriptionsTopic)
+	h.kf.Compact()
+	left := h.countRecords(bs[0].cfg.SubscriptionsTopic)
+	require.Less(t, left, written, "compaction removed records")
+
+	fresh := h.backend(nil)
+	got, err := fresh.ListSubscriptions(ctx)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+}
+
+// countRecords reads a topic's one partition from its start to its end.
+func (h *harness) countRecords(topic string) int {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ends, err := h.admin.ListEndOffsets(ctx, topic)
+	require.NoError(h.t, err)
+	end, _ := ends.Lookup(topic, 0)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.kf.ListenAddrs()...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
+	require.NoError(h.t, err)
+	defer cl.Close()
+	n := 0
+	for {
+		fs := cl.PollFetches(ctx)
+		require.NoError(h.t, ctx.Err(), "reading %s", topic)
+		last := int64(-1)
+		fs.EachRecord(func(r *kgo.Record) { n++; last = r.Offset })
+		if last >= end.Offset-1 {
+			return n
+		}
+	}
+}
