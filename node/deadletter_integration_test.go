@@ -181,3 +181,50 @@ func indexOf(msgs []*pb.Message, id string, attempt uint32) int {
 	}
 	return -1
 }
+
+// Issue 11: while the dead-letter topic cannot be written (deleted), the
+// poison message stays held: not acked (the saved position stays before
+// it), its shard's next message not delivered, the publish retried;
+// once an update names a topic that exists, it lands there and the source
+// moves on.
+func TestDeadLetter_AFailingDeadLetterTopicHoldsTheMessageOnKafka(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t", "dlq-a", "dlq-b"}, Partitions: 1,
+		Kafka: shortCommits(100 * time.Millisecond)})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := env.Client.CreateSubscription(ctx, client.SubscriptionConfig{Name: "dlf", Topics: []string{"t"},
+		FromBeginning: true, MaxDeliveryAttempts: 5, DeadLetterTopic: "dlq-a"})
+	require.NoError(t, err)
+	env.DeleteTopic(t, "dlq-a")
+	env.Produce(t, &kgo.Record{Topic: "t", Partition: 0, Value: []byte("poison")}, &kgo.Record{Topic: "t", Partition: 0, Value: []byte("next")})
+	s := testenv.Subscribe(t, env.Client, &pb.Open{Subscription: "dlf", Topics: []string{"t"}, MaxUnacked: 1})
+	var id string
+	for attempt := 1; attempt <= 5; attempt++ {
+		m := waitMessage(t, s, fmt.Sprintf("delivery %d", attempt), func(m *pb.Message) bool {
+			return m.GetDeliveryAttempt() == uint32(attempt)
+		})
+		id = m.GetId()
+		nackWithReason(t, s, "bad", id)
+	}
+	require.True(t, waitUntil(20*time.Second, func() bool {
+		return metricValue(t, env, "streamgate_subscribe_dead_letter_failures_total") >= 3
+	}), "publishes to the deleted topic retried")
+	for _, m := range s.Messages() {
+		require.Equal(t, id, m.GetId(), "the shard delivered past its held message")
+	}
+	p, ok := env.Saved(t, "dlf")["t"][0]
+	require.True(t, ok)
+	assert.EqualValues(t, 0, p.Offset, "the saved position passed the held message")
+
+	_, err = env.Client.UpdateSubscription(ctx, client.SubscriptionConfig{Name: "dlf", DeadLetterTopic: "dlq-b"}, client.FieldDeadLetterTopic)
+	require.NoError(t, err)
+	recs := testenv.ReadAll(t, env.Consumer(t, "dlq-b"), 1, 20*time.Second)
+	assert.Equal(t, "poison", string(recs[0].Value))
+	next := waitMessage(t, s, "the next message", func(m *pb.Message) bool { return string(m.GetPayload()) == "next" })
+	s.Ack(next.GetId())
+	require.True(t, waitUntil(10*time.Second, func() bool {
+		p, ok := env.Saved(t, "dlf")["t"][0]
+		return ok && p.Offset == 2
+	}), "saved: %+v", env.Saved(t, "dlf"))
+	assert.Equal(t, 1.0, metricValue(t, env, "streamgate_subscribe_dead_lettered_messages_total"))
+}
