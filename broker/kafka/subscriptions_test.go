@@ -127,14 +127,18 @@ func TestSubscriptionStoreAfterCompaction(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	want, err := bs[0].ListSubscriptions(ctx)
-	require.NoError(t, err)
-	for _, b := range bs[1:] {
-		waitFor(t, 10*time.Second, "the Brokers to agree", func() bool {
-			got, err := b.ListSubscriptions(ctx)
-			return err == nil && assert.ObjectsAreEqual(want, got)
-		})
-	}
+	// The writes are done: every Broker's view reaches the log's end.
+	var want []broker.SubscriptionConfig
+	waitFor(t, 10*time.Second, "the Brokers to agree", func() bool {
+		var lists [][]broker.SubscriptionConfig
+		for _, b := range bs {
+			l, err := b.ListSubscriptions(ctx)
+			require.NoError(t, err)
+			lists = append(lists, l)
+		}
+		want = lists[0]
+		return assert.ObjectsAreEqual(lists[0], lists[1]) && assert.ObjectsAreEqual(lists[0], lists[2])
+	})
 
 	written := h.countRecords(bs[0].cfg.SubscriptionsTopic)
 	h.kf.Compact()
