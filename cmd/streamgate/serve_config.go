@@ -79,6 +79,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&kcfg.MaxBufferedPerShard, "max-buffered-per-shard", kcfg.MaxBufferedPerShard, "undelivered + unsaved messages of a shard before it is paused at the broker")
 	fs.IntVar(&kcfg.FetchMaxPartitionBytes, "fetch-max-shard-bytes", kcfg.FetchMaxPartitionBytes, "most bytes one fetch reads of one shard (a larger first message still comes whole); near what a shard has room for avoids reading records twice")
 	fs.DurationVar(&kcfg.PublishTimeout, "publish-timeout", kcfg.PublishTimeout, "how long a message may wait for the broker's confirmation, retries included")
+	fs.StringVar(&kcfg.SubscriptionsTopic, "subscriptions-topic", kcfg.SubscriptionsTopic, "Kafka's compacted topic that holds every subscription's settings (created on first use); every node of a cluster needs the same")
 	fs.DurationVar(&kcfg.ProducerLinger, "producer-linger", kcfg.ProducerLinger, "how long the producer waits to fill a batch to a shard (0: none; a few ms cut CPU at low rates for as much latency)")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
@@ -111,7 +112,7 @@ var (
 		"Brokers": "brokers", "PublishTimeout": "publish-timeout", "MaxMessageBytes": "max-message-bytes",
 		"CommitInterval": "commit-interval", "CommitEvery": "commit-every", "MaxBufferedPerShard": "max-buffered-per-shard",
 		"TopicCheckInterval": "topic-check-interval", "ProducerLinger": "producer-linger",
-		"FetchMaxPartitionBytes": "fetch-max-shard-bytes",
+		"FetchMaxPartitionBytes": "fetch-max-shard-bytes", "SubscriptionsTopic": "subscriptions-topic",
 	}
 	clusterFlags = map[string]string{
 		"NodeName": "node-name", "BindAddr": "gossip-addr", "BindPort": "gossip-addr",

@@ -191,6 +191,7 @@ func TestCLI_ServeValidatesEverySettingBeforeStartingAnything(t *testing.T) {
 		{"kafka timeout", []string{"--publish-timeout", "-1s"}, "--publish-timeout: must be positive, got -1s"},
 		{"fetch bytes", []string{"--fetch-max-shard-bytes", "10"}, "--fetch-max-shard-bytes: must be between 1024 and 1073741824, got 10"},
 		{"producer linger", []string{"--producer-linger", "2m"}, "--producer-linger: must be between 0 and 1m, got 2m0s"},
+		{"subscriptions topic", []string{"--subscriptions-topic", ""}, "--subscriptions-topic: must not be empty"},
 		{"embedded broker", []string{"--embedded-partitions", "0"}, "--embedded-partitions: must be at least 1, got 0"},
 		{"cluster", append(gossip, "--gossip-probe-timeout", "1s"),
 			"--gossip-probe-timeout: must be positive and shorter than --gossip-probe-interval (default 150ms)"},
