@@ -27,6 +27,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"slices"
 	"strconv"
@@ -128,12 +129,18 @@ func (s *subscription) deadLetterDue(m *message) bool {
 // handed back. reason is the failure's ("": the message's last nack
 // reason).
 func (s *subscription) takeDeadLetters(sess *session, msgs []*message, reason string) []*message {
+	var due []*message
 	rest := msgs[:0]
 	for _, m := range msgs {
-		if !s.deadLetterDue(m) {
+		if s.deadLetterDue(m) {
+			due = append(due, m)
+		} else {
 			rest = append(rest, m)
-			continue
 		}
+	}
+	// In fetch order: one shard's dead letters are published in its order.
+	slices.SortFunc(due, bySeq)
+	for _, m := range due {
 		delete(sess.inflight, m.d.ID)
 		m.holder = nil
 		why := reason
@@ -273,6 +280,9 @@ func (s *subscription) settleDeadLetter(dl *deadLetter, release bool) {
 	}
 }
 
+// bySeq orders messages as they were fetched.
+func bySeq(a, b *message) int { return cmp.Compare(a.seq, b.seq) }
+
 // deadLetterBackoff is the wait before publishing again after failures
 // failed publishes.
 func deadLetterBackoff(failures int) time.Duration {
@@ -287,10 +297,15 @@ func deadLetterBackoff(failures int) time.Duration {
 // has passed (the retry timer fired).
 func (s *subscription) retryDeadLetters(now time.Time) {
 	s.dead.timerAt = time.Time{}
+	var due []*deadLetter
 	for _, dl := range s.dead.held {
 		if dl.gen == 0 && !now.Before(dl.retryAt) {
-			s.publishDeadLetter(dl)
+			due = append(due, dl)
 		}
+	}
+	slices.SortFunc(due, func(a, b *deadLetter) int { return bySeq(a.m, b.m) }) // as they were fetched
+	for _, dl := range due {
+		s.publishDeadLetter(dl)
 	}
 	s.armDeadLetterRetry()
 }
