@@ -116,6 +116,13 @@ func TestCLI_SubscriptionsRoundTrip(t *testing.T) {
 	row := strings.Fields(lines[1])
 	assert.Equal(t, []string{"billing", "orders", "earliest", "45s", "default", "5->dlq"}, row[:6])
 
+	out, err = cli("seek", "--name", "billing", "--to", "latest")
+	require.NoError(t, err)
+	assert.Equal(t, "moved 2 shard(s) of subscription billing: orders/0,orders/1\n", out)
+	out, err = cli("seek", "--name", "billing", "--time", "2026-01-02T15:04:05Z")
+	require.NoError(t, err)
+	assert.Contains(t, out, "moved 2 shard(s)")
+
 	_, err = cli("create", "--name", "billing", "--topics", "orders")
 	require.EqualError(t, err, `subscriptions create: subscription "billing" already exists (AlreadyExists)`)
 	_, err = cli("update", "--name", "billing", "--max-unacked", "1000000")
