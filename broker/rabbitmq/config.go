@@ -57,6 +57,10 @@ type Config struct {
 	// re-save every position hourly). Default 7 days, as Kafka's
 	// offsets.retention.minutes.
 	PositionsMaxAge time.Duration
+	// SubscriptionsStream is the stream that holds every subscription's
+	// settings (subscriptions.go), declared on first use, without
+	// retention. Default "__streamgate_subscriptions".
+	SubscriptionsStream string
 	// SaveTimeout bounds one write to the positions stream, from send to
 	// reading it back. Default 10s.
 	SaveTimeout time.Duration
@@ -85,6 +89,7 @@ func DefaultConfig(uri string) Config {
 		MaxBufferedPerShard: 1000,
 		PositionsStream:     "__streamgate_positions",
 		PositionsMaxAge:     7 * 24 * time.Hour,
+		SubscriptionsStream: "__streamgate_subscriptions",
 		SaveTimeout:         10 * time.Second,
 		ClockSkew:           time.Second,
 	}
@@ -109,6 +114,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("rabbitmq: MaxBufferedPerShard: must be at least 2, got %d", c.MaxBufferedPerShard)
 	case c.PositionsStream == "":
 		return errors.New("rabbitmq: PositionsStream: must not be empty")
+	case c.SubscriptionsStream == "" || c.SubscriptionsStream == c.PositionsStream:
+		return fmt.Errorf("rabbitmq: SubscriptionsStream: must be set and differ from PositionsStream, got %q", c.SubscriptionsStream)
 	case c.PositionsMaxAge <= 0:
 		return fmt.Errorf("rabbitmq: PositionsMaxAge: must be positive, got %s", c.PositionsMaxAge)
 	case c.SaveTimeout <= 0:

@@ -67,3 +67,13 @@ func (h *conformance) Crash(t *testing.T, b brokertest.Backend) {
 	t.Helper()
 	b.(*Broker).Abort()
 }
+
+// TestSubscriptionStoreConformance runs the subscription store's
+// conformance suite against the test binary's rabbitmq-server.
+func TestSubscriptionStoreConformance(t *testing.T) {
+	srv := rabbitmqtest.Require(t)
+	admin, err := New(DefaultConfig(srv.URI()))
+	require.NoError(t, err)
+	defer admin.Close()
+	brokertest.RunSubscriptions(t, &conformance{uri: srv.URI(), admin: admin})
+}

@@ -47,6 +47,7 @@ type Broker struct {
 	rr        map[string]int // round-robin position of unkeyed messages per topic
 	consumers map[*consumer]bool
 	closed    bool
+	subs      *subsLog // the subscription store, started on first use (subscriptions.go)
 }
 
 type cachedShards struct {
@@ -372,6 +373,7 @@ func (b *Broker) Close() {
 	}
 	b.stop()
 	b.store.close()
+	b.closeSubscriptions()
 	// The client races when the environment closes while a producer or
 	// consumer is being opened on it: let the store's goroutine finish
 	// what it is opening (it closes it again) first.
