@@ -283,6 +283,7 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	if err := sub.join(ctx, sess, spec, shards, s.remote(spec.Name)); err != nil {
 		return grpcError(err)
 	}
+	s.settleSettings(ctx, sub)
 	leave := func() { sub.send(context.Background(), event{kind: evLeave, sess: sess}) }
 	if err := stream.Send(&pb.SubscribeResponse{Response: &pb.SubscribeResponse_Opened{Opened: &pb.Opened{
 		SubscriberId:       sess.id,

@@ -177,6 +177,25 @@ func (s *subscribeService) watchSubscriptions(ctx context.Context) {
 	}
 }
 
+// settleSettings gives sub the stored settings again once a stream has
+// joined it. The store watcher covers every change from then on (sub is
+// open); one made between the stream's read and its join (a delete, or a
+// delete and a new creation) could have reached the watcher before sub was
+// open, and the join's older settings would stand.
+func (s *subscribeService) settleSettings(ctx context.Context, sub *subscription) {
+	st, ok := s.backend.(broker.SubscriptionStore)
+	if !ok {
+		return
+	}
+	stored, err := st.GetSubscription(ctx, sub.name)
+	switch {
+	case err == nil:
+		sub.send(ctx, event{kind: evSettings, set: settingsFor(s.cfg, stored)})
+	case errors.Is(err, broker.ErrSubscriptionNotFound):
+		sub.send(ctx, event{kind: evSettings, set: settings{deleted: true}})
+	}
+}
+
 // applySettings takes settings in force (evSettings), on run. The settings
 // of a stream's open and the watcher's may arrive out of order: older
 // versions of the same stored subscription are ignored. A deleted
