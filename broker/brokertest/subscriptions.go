@@ -33,6 +33,7 @@ var subscriptionSubtests = []subtest{
 	{name: "Subscriptions/RacingUpdatesOneWinsAndAllAgree", run: testSubsRace},
 	{name: "Subscriptions/RacingCreatesOneWins", run: testSubsCreateRace},
 	{name: "Subscriptions/AFreshInstanceReadsEverythingStored", run: testSubsDurable},
+	{name: "Subscriptions/AClosedBackendFailsWithErrClosed", run: testSubsClosed},
 }
 
 // RunSubscriptions runs the subscription store's subtests against h, one
@@ -362,4 +363,23 @@ func testSubsDurable(t *testing.T, e *env) {
 	got, err := fresh.GetSubscription(ctx, want[0].Name)
 	require.NoError(t, err)
 	require.Equal(t, want[0], got)
+}
+
+func testSubsClosed(t *testing.T, e *env) {
+	ctx := ctxFor(t, waitFor)
+	used, unused := e.backend(Options{}), e.backend(Options{})
+	s, ok := used.(broker.SubscriptionStore)
+	if !ok {
+		t.Skip("the backend implements no broker.SubscriptionStore")
+	}
+	a := e.subscription()
+	_, err := s.CreateSubscription(ctx, settings(a, 1))
+	require.NoError(t, err)
+	e.h.Crash(t, used)
+	e.h.Crash(t, unused) // its store was never started
+	for i, s := range []broker.SubscriptionStore{s, unused.(broker.SubscriptionStore)} {
+		_, err = s.CreateSubscription(ctx, settings(e.subscription(), 2))
+		require.ErrorIs(t, err, broker.ErrClosed, "backend %d", i)
+		require.ErrorIs(t, s.DeleteSubscription(ctx, a, 0), broker.ErrClosed, "backend %d", i)
+	}
 }

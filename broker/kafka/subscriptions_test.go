@@ -11,8 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.uber.org/goleak"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/internal/leaktest"
 )
 
 func subCfg(name string, n int) broker.SubscriptionConfig {
@@ -173,4 +175,20 @@ func (h *harness) countRecords(topic string) int {
 			return n
 		}
 	}
+}
+
+// TestSubscriptionStoreCloseStopsItsGoroutines: Close ends the store's
+// reader and its client.
+func TestSubscriptionStoreCloseStopsItsGoroutines(t *testing.T) {
+	h := newHarness(t, 1)
+	ignore := goleak.IgnoreCurrent()
+	cfg := DefaultConfig(h.kf.ListenAddrs()...)
+	b, err := New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err = b.CreateSubscription(ctx, subCfg("a", 1))
+	require.NoError(t, err)
+	b.Close()
+	require.NoError(t, leaktest.Eventually(leaktest.Patience, ignore))
 }
