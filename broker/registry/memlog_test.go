@@ -2,7 +2,9 @@ package registry
 
 import (
 	"context"
+	"math/rand/v2"
 	"sync"
+	"time"
 )
 
 // memLog is an in-memory log for the tests: Append applies the record to
@@ -117,4 +119,39 @@ func replay(recs map[int]memRec, n int) *View {
 		}
 	}
 	return v
+}
+
+// attachLagging makes v read the log on a goroutine of its own, a random
+// few microseconds behind, as a backend's reader is: writers then race
+// with views that have not applied each other's records yet. The
+// goroutine ends when stop is closed; wait for done.
+func (l *memLog) attachLagging(v *View, seed uint64, stop <-chan struct{}) (done <-chan struct{}) {
+	d := make(chan struct{})
+	go func() {
+		defer close(d)
+		r := rand.New(rand.NewPCG(seed, 1))
+		pos := 0
+		t := time.NewTicker(50 * time.Microsecond)
+		defer t.Stop()
+		for {
+			l.mu.Lock()
+			n := len(l.recs)
+			l.mu.Unlock()
+			for ; pos < n; pos++ {
+				l.mu.Lock()
+				rec := l.recs[pos]
+				l.mu.Unlock()
+				if r.IntN(4) == 0 {
+					time.Sleep(time.Duration(r.IntN(200)) * time.Microsecond) // a reader's lag, not synchronisation
+				}
+				v.Apply(int64(pos), rec.key, rec.value)
+			}
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return d
 }

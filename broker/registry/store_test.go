@@ -140,7 +140,12 @@ func assertCompactionAgrees(t *testing.T, l *memLog, _ ...broker.SubscriptionCon
 	for upTo := 0; upTo <= len(recs); upTo++ {
 		for _, drop := range []bool{false, true} {
 			got := replay(compacted(recs, upTo, drop), len(recs)).list()
-			require.Equal(t, want, got, "compacted below %d of %d (tombstones dropped: %v)", upTo, len(recs), drop)
+			if !assert.Equal(t, want, got, "compacted below %d of %d (tombstones dropped: %v)", upTo, len(recs), drop) {
+				for pos, r := range recs {
+					t.Logf("%d %s %s", pos, r.key, r.value)
+				}
+				t.FailNow()
+			}
 		}
 	}
 }
@@ -149,9 +154,32 @@ func assertCompactionAgrees(t *testing.T, l *memLog, _ ...broker.SubscriptionCon
 // update and delete a few names at once, racing, leave a log whose every
 // compaction reads as the whole log does.
 func TestRegistryCompactedReaderAgreesUnderRandomRaces(t *testing.T) {
+	for _, lagging := range []bool{false, true} {
+		t.Run(fmt.Sprintf("lagging=%v", lagging), func(t *testing.T) { testRandomRaces(t, lagging) })
+	}
+}
+
+func testRandomRaces(t *testing.T, lagging bool) {
 	ctx := context.Background()
 	l := newMemLog()
-	stores := []*Store{newTestStore(l, true), newTestStore(l, true), newTestStore(l, true)}
+	var stores []*Store
+	stop := make(chan struct{})
+	var dones []<-chan struct{}
+	for i := range 3 {
+		if !lagging {
+			stores = append(stores, newTestStore(l, true))
+			continue
+		}
+		v := NewView(true, nil)
+		dones = append(dones, l.attachLagging(v, uint64(i), stop))
+		stores = append(stores, NewStore(l, v, Options{WriteTimeout: 5 * time.Second}))
+	}
+	defer func() {
+		close(stop)
+		for _, d := range dones {
+			<-d
+		}
+	}()
 	names := []string{"a", "b", "c"}
 	var wg sync.WaitGroup
 	for i, s := range stores {
@@ -182,6 +210,9 @@ func TestRegistryCompactedReaderAgreesUnderRandomRaces(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	for _, s := range stores {
+		require.NoError(t, s.catchUp(ctx))
+	}
 	want, err := stores[0].ListSubscriptions(ctx)
 	require.NoError(t, err)
 	for _, s := range stores[1:] {

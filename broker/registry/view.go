@@ -35,10 +35,13 @@ import (
 // and checks that this one was valid, else writes another. A reader whose
 // log shows a gap (a position skipped: compaction removed records) may
 // meet a name first at any kind of record: it takes that record's state as
-// given, "assumed", and until a valid compare-and-set record confirms it,
-// a later restate or tombstone replaces it, because that is what the
-// restating writer saw. The entry's accurate flag says whether the name's
-// last record so far states the entry.
+// given, "assumed", and from then on every restate or tombstone of the
+// name replaces its state, because the restating writer checked it against
+// the whole log; compare-and-set records apply as usual. Every writer
+// follows its rejected record with restates until one is valid, so after
+// the last of them the assumed entry is the state every reader has. The
+// entry's accurate flag says whether the name's last record so far states
+// the entry.
 //
 // Residual risk (written down, not handled): if a writer dies between a
 // rejected record and its restate, the rejected record stays the last of
@@ -54,8 +57,8 @@ import (
 type entry struct {
 	live bool
 	cfg  broker.SubscriptionConfig // Name, Version, Created, Updated set
-	// assumed: taken from a record without a compare-and-set check (the
-	// log had a gap before it); a restate or tombstone replaces it.
+	// assumed: first taken from a record without a compare-and-set check
+	// (the log had a gap before it); restates and tombstones replace it.
 	assumed bool
 	// accurate: the name's last record states this entry on its own.
 	accurate bool
@@ -185,7 +188,9 @@ func (v *View) applyLocked(pos int64, rec *Record) Outcome {
 	if rec.Op != OpCreate {
 		e.cfg.Created = created // the entry's own history knows it best
 	}
-	e.assumed = false
+	// An assumed entry stays assumed: the check may have held against a
+	// state that was wrong (a stale restate, taken as given), so a later
+	// restate or tombstone must still be able to correct it.
 	return v.tookLocked(e)
 }
 

@@ -107,13 +107,33 @@ func TestRegistryGapReaderTakesRestates(t *testing.T) {
 	require.Len(t, got, 1)
 	assert.Equal(t, []string{"real"}, got[0].Topics)
 	assert.Equal(t, int64(4), got[0].Version)
-	// A compare-and-set on the restated version now holds, as for every
+	// A compare-and-set on the restated version holds, as for every
 	// reader that read the whole log.
 	v.Apply(7, "a", Encode(&Record{Op: OpUpdate, Name: "a", Expect: 4, Settings: settings("next")}))
 	assert.Equal(t, int64(8), v.list()[0].Version)
-	// Confirmed now: a stale restate no longer moves it.
-	v.Apply(8, "a", Encode(&Record{Op: OpRestate, Name: "a", Version: 4, Live: true, Settings: settings("real")}))
-	assert.Equal(t, []string{"next"}, v.list()[0].Topics)
+}
+
+// TestRegistryGapReaderStaysAssumed: a stale restate that is the last
+// record of its name in the compacted part makes a reader that starts
+// there assume a wrong state, and a stale update that every full reader
+// rejects passes its check against that state; the tombstone its writer
+// then appends must still correct it.
+func TestRegistryGapReaderStaysAssumed(t *testing.T) {
+	recs := []memRec{
+		{"a", Encode(&Record{Op: OpCreate, Name: "a", Settings: settings("v1")})},
+		{"a", Encode(&Record{Op: OpUpdate, Name: "a", Expect: 1, Settings: settings("v2")})},
+		{"a", Encode(&Record{Op: OpRestate, Name: "a", Version: 1, Live: true, Settings: settings("v1")})}, // stale
+		{"a", Encode(&Record{Op: OpDelete, Name: "a", Expect: 2})},
+		{"a", Encode(&Record{Op: OpUpdate, Name: "a", Expect: 1, Settings: settings("stale")})},
+		{"a", nil}, // the tombstone after the delete (and after the rejected update)
+		{"b", Encode(&Record{Op: OpCreate, Name: "b", Settings: settings("b")})},
+	}
+	full := replay(compacted(recs, 0, false), len(recs)).list()
+	require.Len(t, full, 1)
+	for upTo := range len(recs) + 1 {
+		got := replay(compacted(recs, upTo, false), len(recs)).list()
+		require.Equal(t, full, got, "compacted below %d", upTo)
+	}
 }
 
 // TestRegistryTombstones: a tombstone makes a compacting view forget a
