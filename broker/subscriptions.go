@@ -48,6 +48,11 @@ type SubscriptionConfig struct {
 // same changes in the same order. Reads (Get, List) answer from the
 // process's view of the store, which follows every change within moments;
 // a node's own successful write is in its view when the write returns.
+// Until the view has once caught up with what the backend holds, reads
+// wait for it (bounded by ctx) rather than answer from an empty view. A
+// backend that cannot be read or written fails with ErrUnavailable (a
+// write that failed so may still take effect: its outcome is unknown), a
+// closed one with ErrClosed.
 // It is safe for concurrent use. Backends that keep no settings do not
 // implement it; the node then serves subscriptions with its defaults and
 // answers the Admin API's subscription methods with UNIMPLEMENTED.
