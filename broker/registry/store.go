@@ -94,8 +94,25 @@ func (s *Store) ensureReady(ctx context.Context) error {
 	if err := s.catchUp(ctx); err != nil {
 		return fmt.Errorf("reading the stored subscriptions: %w", err)
 	}
-	s.ready.Store(true)
+	if !s.ready.Swap(true) {
+		s.repair(ctx)
+	}
 	return nil
+}
+
+// repair runs fixup, once per process after the first catch-up, for every
+// name whose last record does not state its state: a writer died between
+// a rejected record and its restate. Done before compaction removes the
+// records before it (min.compaction.lag.ms), it closes that window.
+// Assumed entries are left alone: this view may not know their truth.
+func (s *Store) repair(ctx context.Context) {
+	if !s.view.compacting {
+		return
+	}
+	for _, name := range s.view.misstated() {
+		s.opts.Logger.Info("restating a subscription whose last record was rejected", "subscription", name)
+		s.fixup(ctx, name)
+	}
 }
 
 // write appends rec and returns its outcome as the view applied it.

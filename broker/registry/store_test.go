@@ -254,3 +254,31 @@ func TestRegistryReadsWaitForTheLog(t *testing.T) {
 		t.Fatal("no answer after the view read the log")
 	}
 }
+
+// TestRegistryRepairsAMisstatedName: a writer died between its rejected
+// record and its restate; the next store to start restates the name, so
+// that compaction keeps a record that tells the truth.
+func TestRegistryRepairsAMisstatedName(t *testing.T) {
+	ctx := context.Background()
+	l := newMemLog()
+	s1 := newTestStore(l, true)
+	c, err := s1.CreateSubscription(ctx, sub("a", "t1"))
+	require.NoError(t, err)
+	up := sub("a", "t2")
+	up.Version = c.Version
+	_, err = s1.UpdateSubscription(ctx, up)
+	require.NoError(t, err)
+	// The dead writer's update, expecting the version it had read.
+	_, err = l.Append(ctx, "a", Encode(&Record{Op: OpUpdate, Name: "a", Expect: c.Version, Settings: settings("dead")}))
+	require.NoError(t, err)
+	recs := l.snapshot()
+	bad := replay(compacted(recs, len(recs), false), len(recs)).list()
+	require.Equal(t, []string{"dead"}, bad[0].Topics, "the case repaired: compaction would keep the rejected record")
+
+	s2 := newTestStore(l, true)
+	got, err := s2.GetSubscription(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, []string{"t2"}, got.Topics)
+	assertCompactionAgrees(t, l)
+	require.Greater(t, len(l.snapshot()), len(recs), "the new store restated the name")
+}

@@ -47,11 +47,15 @@ import (
 // rejected record and its restate, the rejected record stays the last of
 // its key; every reader that read it in order ignores it, but once
 // compaction has removed the records before it, a reader that starts then
-// takes it as the state, until the next change of that subscription. The
-// Kafka topic's min.compaction.lag.ms keeps every record for a day, so the
-// window is a writer crash in the milliseconds between the two writes.
-// Also, between a rejected record and its restate a reader that met the
-// name after a gap may briefly show the rejected state.
+// takes it as the state, until the next restate or tombstone of that
+// subscription (a compare-and-set that held for the others may fail
+// against it meanwhile). The Kafka topic's min.compaction.lag.ms keeps
+// every record for a day, and every Store restates such names after its
+// first catch-up (Store.repair), so the window is a writer crash in the
+// milliseconds between two writes with no node starting within a day.
+// Also, between a rejected record (or a stale restate) and the restate
+// after it, a reader that met the name after a gap may briefly show the
+// wrong state.
 
 // entry is the view of one name.
 type entry struct {
@@ -347,5 +351,20 @@ func (v *View) list() []broker.SubscriptionConfig {
 		}
 	}
 	slices.SortFunc(out, func(a, b broker.SubscriptionConfig) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// misstated lists the names whose last record does not state their
+// state, leaving out assumed ones.
+func (v *View) misstated() []string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	var out []string
+	for name, e := range v.entries {
+		if !e.accurate && !e.assumed {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
 	return out
 }
