@@ -11,7 +11,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/streamgate/streamgate/broker"
@@ -198,4 +201,32 @@ func TestSubscriptionStoreCloseStopsItsGoroutines(t *testing.T) {
 	require.NoError(t, err)
 	b.Close()
 	require.NoError(t, leaktest.Eventually(leaktest.Patience, ignore))
+}
+
+// TestSubscriptionStoreBrokerFaults: a store whose broker fails does not
+// answer "not found" from a view that has not read the topic, and a write
+// the broker refuses fails with the sentinel that says why.
+func TestSubscriptionStoreBrokerFaults(t *testing.T) {
+	h := newHarness(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	_, err := h.backend(nil).CreateSubscription(ctx, subCfg("a", 1))
+	require.NoError(t, err)
+
+	f := h.kf.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.ListOffsets}, Err: kerr.UnknownServerError, Count: -1})
+	b := h.backend(nil)
+	short, cancelShort := context.WithTimeout(ctx, 3*time.Second)
+	defer cancelShort()
+	_, err = b.GetSubscription(short, "a")
+	require.ErrorIs(t, err, broker.ErrUnavailable)
+	require.NotErrorIs(t, err, broker.ErrSubscriptionNotFound)
+	f.Remove()
+	got, err := b.GetSubscription(ctx, "a")
+	require.NoError(t, err)
+	require.Equal(t, []string{"t1"}, got.Topics)
+
+	f = h.kf.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Err: kerr.TopicAuthorizationFailed, Count: -1})
+	defer f.Remove()
+	_, err = b.CreateSubscription(ctx, subCfg("b", 2))
+	require.ErrorIs(t, err, broker.ErrPermissionDenied)
 }
