@@ -1365,14 +1365,15 @@ type Subscription struct {
 	StartPosition StartPosition          `protobuf:"varint,3,opt,name=start_position,json=startPosition,proto3,enum=streamgate.v1.StartPosition" json:"start_position,omitempty"` // where shards without a saved position start; fixed after creation
 	// ack_deadline_seconds: a delivered message's ack deadline (1..600); a
 	// subscriber that holds a message past it is ended and its messages go
-	// to another subscriber. 0 on create: the server's --ack-timeout.
+	// to another subscriber. 0: the serving node's --ack-timeout, resolved
+	// at use (so a flag change reaches it); Opened shows the value in force.
 	AckDeadlineSeconds uint32 `protobuf:"varint,4,opt,name=ack_deadline_seconds,json=ackDeadlineSeconds,proto3" json:"ack_deadline_seconds,omitempty"`
-	MaxUnacked         uint32 `protobuf:"varint,5,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"` // per stream; 0: the server's --max-unacked (also the upper bound)
+	MaxUnacked         uint32 `protobuf:"varint,5,opt,name=max_unacked,json=maxUnacked,proto3" json:"max_unacked,omitempty"` // per stream; 0: the serving node's --max-unacked (also the upper bound), resolved at use
 	// max_delivery_attempts: 0 is off; else 5..100. A message nacked or
 	// timed out on its Nth delivery is published to dead_letter_topic and
 	// then acked in this subscription.
 	MaxDeliveryAttempts uint32       `protobuf:"varint,6,opt,name=max_delivery_attempts,json=maxDeliveryAttempts,proto3" json:"max_delivery_attempts,omitempty"`
-	DeadLetterTopic     string       `protobuf:"bytes,7,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"` // required with max_delivery_attempts; must exist
+	DeadLetterTopic     string       `protobuf:"bytes,7,opt,name=dead_letter_topic,json=deadLetterTopic,proto3" json:"dead_letter_topic,omitempty"` // required with max_delivery_attempts, refused without it; must exist and not be one of topics
 	RetryPolicy         *RetryPolicy `protobuf:"bytes,8,opt,name=retry_policy,json=retryPolicy,proto3" json:"retry_policy,omitempty"`               // absent: a nacked message is redelivered at once
 	Ordering            Ordering     `protobuf:"varint,9,opt,name=ordering,proto3,enum=streamgate.v1.Ordering" json:"ordering,omitempty"`
 	// version: set by the server, raised by every change. On update and
