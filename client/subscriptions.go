@@ -50,8 +50,8 @@ const (
 	FieldRetryPolicy         = "retry_policy" // MinBackoff and MaxBackoff
 )
 
-// maxSettingSeconds bounds a subscription's durations (the API's 600 s).
-const maxSettingSeconds = 600 * time.Second
+// maxSettingDuration bounds a subscription's durations (the API's 600 s).
+const maxSettingDuration = 600 * time.Second
 
 // CreateSubscription stores a new subscription and returns it as stored.
 // ALREADY_EXISTS: the name is taken; NOT_FOUND: a topic does not exist;
@@ -156,15 +156,15 @@ func (c *Client) Seek(ctx context.Context, subscription string, to SeekPosition)
 }
 
 func subscriptionToPB(s SubscriptionConfig) (*pb.Subscription, error) {
-	ack, err := wholeSeconds("ack deadline", s.AckDeadline, maxSettingSeconds)
+	ack, err := wholeSeconds("ack deadline", s.AckDeadline, maxSettingDuration)
 	if err != nil {
 		return nil, err
 	}
-	minB, err := wholeSeconds("minimum backoff", s.MinBackoff, maxSettingSeconds)
+	minB, err := wholeSeconds("minimum backoff", s.MinBackoff, maxSettingDuration)
 	if err != nil {
 		return nil, err
 	}
-	maxB, err := wholeSeconds("maximum backoff", s.MaxBackoff, maxSettingSeconds)
+	maxB, err := wholeSeconds("maximum backoff", s.MaxBackoff, maxSettingDuration)
 	if err != nil {
 		return nil, err
 	}
