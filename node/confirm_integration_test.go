@@ -410,3 +410,51 @@ func TestConfirm_ADrainingNodeAnswersAcksBeforeEndingTheStream(t *testing.T) {
 	}
 	assert.Equal(t, codes.Unavailable, status.Code(s.ended), "%v", s.ended)
 }
+
+// TestConfirm_ADrainingNodeAnswersAcksBeforeANackEndsTheStream: on a
+// draining node, a nack of a stream's last held message ends the stream
+// only once its earlier acks are answered, as an ack would.
+func TestConfirm_ADrainingNodeAnswersAcksBeforeANackEndsTheStream(t *testing.T) {
+	env := testenv.Start(t, testenv.Options{Topics: []string{"t"}, Partitions: 1, Kafka: noRegularSaves})
+	produceSpread(t, env, "t", 1, 2, 0)
+	open := earliest("c", "t")
+	open.ConfirmAcks = true
+	s := openConfirm(t, env, open, nil)
+	msgs := s.waitMessages(2)
+
+	held, resume := make(chan struct{}), make(chan struct{})
+	var once, resumeOnce sync.Once
+	release := func() { resumeOnce.Do(func() { close(resume) }) }
+	t.Cleanup(release)
+	env.Cluster.ControlKey(int16(kmsg.TxnOffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		once.Do(func() {
+			close(held)
+			env.Cluster.SleepControl(func() { <-resume })
+		})
+		return nil, nil, false
+	})
+	s.ack(msgs[0].GetId())
+	select {
+	case <-held:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the ack's save never reached the broker")
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); env.Stop() }()
+	require.Eventually(t, func() bool {
+		_, err := testenv.TrySubscribe(t, env.Client, earliest("other", "t"))
+		return status.Code(err) == codes.Unavailable
+	}, 10*time.Second, 20*time.Millisecond, "the node drains")
+	require.NoError(t, s.stream.Send(&pb.SubscribeRequest{Request: &pb.SubscribeRequest_Nack{Nack: &pb.Nack{MessageIds: []string{msgs[1].GetId()}}}}))
+	// The nack reaches the node before the save is let go: another ack
+	// of an id the stream does not hold is answered at once, after it.
+	s.ack("bogus")
+	s.waitFor("the bogus ack's answer", func() bool { return s.failed["bogus"] != nil || s.ended != nil })
+	release()
+	s.waitFor("the stream to end", func() bool { return s.ended != nil })
+	<-stopped
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	assert.True(t, s.saved[msgs[0].GetId()], "answered saved before the end (failed: %v)", s.failed[msgs[0].GetId()])
+	assert.Equal(t, codes.Unavailable, status.Code(s.ended), "%v", s.ended)
+}

@@ -219,7 +219,7 @@ func (s *subscription) nack(sess *session, ids []string, delay time.Duration, re
 		s.log.Debug("messages nacked", "subscriber", sess.id, "count", len(back), "delay", delay, "reason", reason)
 	}
 	s.handBack(sess, back)
-	if s.draining.Load() && len(sess.inflight) == 0 {
+	if s.draining.Load() && len(sess.inflight) == 0 && sess.unconfirmed == 0 { // else when its acks are answered (confirm.go)
 		s.end(sess, codes.Unavailable, "node draining, reconnect")
 	}
 }
