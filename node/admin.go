@@ -6,8 +6,6 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/streamgate/streamgate/broker"
@@ -23,6 +21,7 @@ type adminService struct {
 	backend Backend
 	subs    *subscribeService
 	members Membership
+	peers   memberDialer
 }
 
 func (a *adminService) ListMembers(context.Context, *pb.ListMembersRequest) (*pb.ListMembersResponse, error) {
@@ -276,7 +275,7 @@ func (a *adminService) localShards(ctx context.Context, name string) []shardInfo
 func (a *adminService) remoteShards(ctx context.Context, addr, name string) []*pb.ShardInfo {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := a.peers.dial(addr)
 	if err != nil {
 		return nil
 	}

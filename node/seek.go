@@ -36,9 +36,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/streamgate/streamgate/broker"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
@@ -303,7 +301,7 @@ func (a *adminService) seekEverywhere(ctx context.Context, req *pb.SeekRequest, 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := seekMember(ctx, m.GRPCAddr, req, phase); err != nil {
+			if err := a.seekMember(ctx, m.GRPCAddr, req, phase); err != nil {
 				a.subs.log.Warn("a member did not answer a seek", "member", m.Name, "phase", phase, "subscription", req.GetSubscription(), "err", err)
 			}
 		}()
@@ -312,10 +310,10 @@ func (a *adminService) seekEverywhere(ctx context.Context, req *pb.SeekRequest, 
 }
 
 // seekMember asks another member to run a phase of a seek.
-func seekMember(ctx context.Context, addr string, req *pb.SeekRequest, phase uint32) error {
+func (a *adminService) seekMember(ctx context.Context, addr string, req *pb.SeekRequest, phase uint32) error {
 	ctx, cancel := context.WithTimeout(ctx, seekMemberTimeout)
 	defer cancel()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := a.peers.dial(addr)
 	if err != nil {
 		return err
 	}

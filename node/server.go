@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -63,6 +64,15 @@ type Options struct {
 	// Cluster, when set, makes the node one member of a cluster; nil is a
 	// cluster of one.
 	Cluster Membership
+	// Credentials secure the gRPC API (TLS, see internal/tlsconf); nil
+	// serves plaintext. The HTTP endpoints are not affected.
+	Credentials credentials.TransportCredentials
+	// ClusterCredentials are what the node dials other members' Admin API
+	// with (describe and seek fan-outs); nil: plaintext.
+	ClusterCredentials credentials.TransportCredentials
+	// Watchers run from NewServer until Shutdown or Kill, and are waited
+	// for: the TLS certificates' reloaders. Each returns when ctx ends.
+	Watchers []func(ctx context.Context)
 }
 
 // NewServer builds a node.
@@ -95,10 +105,10 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		// write buffers take a batch in fewer system calls. Flow-control
 		// windows stay grpc's (dynamic): static 4 MiB ones measured no
 		// better and let a stalled stream buffer that much.
-		grpc: grpc.NewServer(grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
+		grpc: grpc.NewServer(append(credsOption(opts), grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 			grpc.ForceServerCodecV2(codec.New(codec.BufferPool(), codec.Alias)), experimental.BufferPool(codec.BufferPool()),
-			grpc.ReadBufferSize(1<<20), grpc.WriteBufferSize(1<<20)),
+			grpc.ReadBufferSize(1<<20), grpc.WriteBufferSize(1<<20))...),
 		health: health.NewServer(),
 	}
 	m := newMetrics(reg)
@@ -107,7 +117,7 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 	s.members = opts.Cluster
 	s.sub = newSubscribeService(cfg, backend, m, log, opts.Cluster, &s.draining)
 	pb.RegisterSubscriberServer(s.grpc, s.sub)
-	pb.RegisterAdminServer(s.grpc, &adminService{cfg: cfg, backend: backend, subs: s.sub, members: opts.Cluster})
+	pb.RegisterAdminServer(s.grpc, &adminService{cfg: cfg, backend: backend, subs: s.sub, members: opts.Cluster, peers: memberDialer{creds: opts.ClusterCredentials}})
 	s.health.SetServingStatus(pb.Subscriber_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -137,6 +147,13 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		defer s.bg.Done()
 		s.sub.refreshShards(bgCtx, cfg.ShardRefreshInterval)
 	}()
+	for _, watch := range opts.Watchers {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			watch(bgCtx)
+		}()
+	}
 	return s, nil
 }
 
