@@ -3,6 +3,7 @@
 package kafka
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -60,6 +61,12 @@ type Config struct {
 	// subscription's settings (subscriptions.go), created on first use
 	// with one partition. Default "__streamgate_subscriptions".
 	SubscriptionsTopic string
+	// TLS, when set, encrypts every connection to the brokers (TLSFiles
+	// loads one from files). Default nil: plaintext.
+	TLS *tls.Config
+	// SASL, when its Mechanism is set, authenticates every connection
+	// (security.go). Its String and LogValue leave the password out.
+	SASL SASL
 	// Logger receives franz-go's logs (at warn level and above). Default:
 	// discarded.
 	Logger *slog.Logger
@@ -111,5 +118,5 @@ func (c *Config) Validate() error {
 	case c.ProducerLinger < 0 || c.ProducerLinger > time.Minute:
 		return fmt.Errorf("kafka: ProducerLinger: must be between 0 and 1m, got %s", c.ProducerLinger)
 	}
-	return nil
+	return c.SASL.validate()
 }

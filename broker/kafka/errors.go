@@ -26,7 +26,11 @@ func translate(err error) error {
 		errors.Is(err, kerr.InvalidTopicException):
 		sentinel = broker.ErrInvalidMessage
 	case errors.Is(err, kerr.TopicAuthorizationFailed), errors.Is(err, kerr.ClusterAuthorizationFailed),
-		errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TransactionalIDAuthorizationFailed):
+		errors.Is(err, kerr.GroupAuthorizationFailed), errors.Is(err, kerr.TransactionalIDAuthorizationFailed),
+		// The gateway's own credentials were refused: no retry helps until
+		// an operator fixes them.
+		errors.Is(err, kerr.SaslAuthenticationFailed), errors.Is(err, kerr.UnsupportedSaslMechanism),
+		errors.Is(err, kerr.IllegalSaslState):
 		sentinel = broker.ErrPermissionDenied
 	case errors.Is(err, kgo.ErrClientClosed):
 		sentinel = broker.ErrClosed

@@ -25,6 +25,7 @@ type Broker struct {
 	producer *kgo.Client
 	txn      *kgo.Client // fenced saves (Prepare), at pinned versions
 	metrics  *kprom.Metrics
+	auth     saslWatch // notices refused SASL credentials (security.go)
 
 	mu        sync.Mutex // guards consumers, aborted and subs
 	consumers map[*consumer]bool
@@ -39,6 +40,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, consumers: map[*consumer]bool{}}
+	b.auth.sasl, b.auth.log = cfg.SASL, b.log()
 	if cfg.Registerer != nil {
 		b.metrics = kprom.NewMetrics("streamgate_kafka", kprom.Registerer(cfg.Registerer))
 	}
@@ -56,16 +58,17 @@ func New(cfg Config) (*Broker, error) {
 	return b, nil
 }
 
-// commonOpts are shared by every client this backend opens.
+// commonOpts are shared by every client this backend opens, TLS and SASL
+// included: build every client from them.
 func (b *Broker) commonOpts() []kgo.Opt {
-	return []kgo.Opt{
+	return append([]kgo.Opt{
 		kgo.SeedBrokers(b.cfg.Brokers...),
 		kgo.ClientID(b.cfg.ClientID),
 		kgo.WithLogger(newLogger(b.cfg.Logger)),
 		// After a broker comes back, metadata is refreshed at most this
 		// often (franz-go's default of 5s delays recovery by as much).
 		kgo.MetadataMinAge(time.Second),
-	}
+	}, b.securityOpts()...)
 }
 
 func (b *Broker) producerOpts() []kgo.Opt {
@@ -112,7 +115,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message, done func(bro
 	defer handedOff()
 	b.producer.Produce(hctx, rec, func(r *kgo.Record, err error) {
 		if err != nil {
-			done(broker.PublishResult{Err: translate(err)})
+			done(broker.PublishResult{Err: b.auth.explain(translate(err))})
 			return
 		}
 		done(broker.PublishResult{ID: encodeID(position{topic: r.Topic, partition: r.Partition, offset: r.Offset})})
@@ -121,7 +124,7 @@ func (b *Broker) Publish(ctx context.Context, msg *broker.Message, done func(bro
 
 // Ping implements broker.Pinger: one metadata round trip.
 func (b *Broker) Ping(ctx context.Context) error {
-	return translate(b.producer.Ping(ctx))
+	return b.auth.explain(translate(b.producer.Ping(ctx)))
 }
 
 // Close flushes nothing: unconfirmed messages fail with ErrClosed.
