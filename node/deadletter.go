@@ -18,6 +18,14 @@
 // publish is retried with backoff, without end: a dead-letter topic that
 // cannot be written holds its shards, never loses a message.
 //
+// run never calls the backend's Publish itself: handing a message off may
+// wait for the backend's buffers (up to deadLetterHandOff) or its network,
+// and every stream of the subscription would wait with it. It queues the
+// publish (deadLetters.out) for a sender goroutine of the consumer's
+// (sendDeadLetters), which publishes in queue order, so one shard's dead
+// letters still leave in its order. The queue holds at most one publish
+// per held dead letter.
+//
 // Publish results come from the backend's goroutines into a mailbox
 // (deadLetters.mu and done, signalled on sig) that run drains; a result
 // for a message voided meanwhile (its shard moved away under this node or
@@ -84,9 +92,19 @@ type deadLetters struct {
 	timer   *time.Timer            // fires when a failed publish is due again
 	timerAt time.Time              // when timer fires; zero when it is not armed
 
-	mu   sync.Mutex // guards done
+	mu   sync.Mutex // guards done and out
 	done []deadLetterResult
 	sig  chan struct{} // capacity 1: done has something; made with held
+
+	out     []deadLetterSend // publishes for the sender, in order
+	outSig  chan struct{}    // capacity 1: out has something; made with held
+	senderQ chan struct{}    // the consumer's quit the running sender stops on; run's
+}
+
+// deadLetterSend is one publish queued for the sender.
+type deadLetterSend struct {
+	msg *broker.Message
+	r   deadLetterResult
 }
 
 // deadLetter is one message on its way to the dead-letter topic. The
@@ -162,6 +180,7 @@ func (s *subscription) startDeadLetter(m *message, reason string) {
 	if d.held == nil {
 		d.held = map[string]*deadLetter{}
 		d.sig = make(chan struct{}, 1)
+		d.outSig = make(chan struct{}, 1)
 	}
 	if d.held[m.d.ID] != nil {
 		return // cannot be: a message is held once (known)
@@ -183,13 +202,49 @@ func (s *subscription) publishDeadLetter(dl *deadLetter) {
 	}
 	d.gen++
 	dl.gen = d.gen
-	r := deadLetterResult{id: dl.m.d.ID, gen: dl.gen}
-	ctx, cancel := context.WithTimeout(context.Background(), deadLetterHandOff)
-	defer cancel()
-	s.publisher.Publish(ctx, s.deadLetterMessage(dl), func(res broker.PublishResult) {
-		r.err = res.Err
-		d.post(r)
-	})
+	d.mu.Lock()
+	d.out = append(d.out, deadLetterSend{msg: s.deadLetterMessage(dl), r: deadLetterResult{id: dl.m.d.ID, gen: dl.gen}})
+	d.mu.Unlock()
+	signal(d.outSig)
+	if d.senderQ != s.quit { // none runs for this consumer yet
+		d.senderQ = s.quit
+		s.releases.Add(1)
+		go s.sendDeadLetters(s.quit)
+	}
+}
+
+// sendDeadLetters publishes the queued dead letters, in order, until quit
+// closes (the consumer closes: closeConsumer waits for it through
+// releases). It runs on a goroutine of its own, so that a slow hand-off
+// waits here rather than on run.
+func (s *subscription) sendDeadLetters(quit chan struct{}) {
+	defer s.releases.Done()
+	d := &s.dead
+	for {
+		select {
+		case <-d.outSig:
+		case <-quit:
+			return
+		}
+		d.mu.Lock()
+		batch := d.out
+		d.out = nil
+		d.mu.Unlock()
+		for _, p := range batch {
+			select {
+			case <-quit:
+				return // finishDeadLetters gave up on them: they are delivered again
+			default:
+			}
+			r := p.r
+			ctx, cancel := context.WithTimeout(context.Background(), deadLetterHandOff)
+			s.publisher.Publish(ctx, p.msg, func(res broker.PublishResult) {
+				r.err = res.Err
+				d.post(r)
+			})
+			cancel()
+		}
+	}
 }
 
 // deadLetterMessage is what dl's message becomes on the dead-letter
@@ -370,6 +425,9 @@ func (s *subscription) finishDeadLetters() {
 			delete(s.known, dl.m.d.ID)
 		}
 		clear(d.held)
+		d.mu.Lock()
+		d.out = nil // not sent: delivered again by the shard's next reader
+		d.mu.Unlock()
 	}()
 	inFlight := func() bool {
 		for _, dl := range d.held {

@@ -344,3 +344,48 @@ func TestRetry_ATimedOutMessageWaitsOutItsBackoff(t *testing.T) {
 	assert.GreaterOrEqual(t, waited, 900*time.Millisecond, "redelivered before its backoff")
 	assert.Less(t, waited, 2*time.Second, "redelivered long after its backoff")
 }
+
+// A dead-letter publish that takes long to be handed off (a backend whose
+// buffers are full) does not stop the subscription: while it waits, the
+// other shard's messages are acked and new ones delivered.
+func TestDeadLetter_ASlowPublishDoesNotStallTheSubscription(t *testing.T) {
+	n := dlNode(t, map[string]int{"t": 2, "dlq": 1}, broker.SubscriptionConfig{MaxDeliveryAttempts: 1, DeadLetterTopic: "dlq"}, nil)
+	gate := make(chan struct{})
+	n.fb.mu.Lock()
+	n.fb.publishGate = gate
+	n.fb.mu.Unlock()
+	t.Cleanup(func() { close(gate) }) // before the node stops
+	n.fb.Append("t", 0, "p")
+	n.fb.Append("t", 1, "y1")
+	s := n.subscribe(10)
+	byPayload := func(p string) (client.Received, bool) {
+		for _, m := range s.messages() {
+			if string(m.Payload) == p {
+				return m, true
+			}
+		}
+		return client.Received{}, false
+	}
+	fakeWait(t, "p and y1", func() bool {
+		_, p := byPayload("p")
+		_, y := byPayload("y1")
+		return p && y
+	})
+	p, _ := byPayload("p")
+	require.NoError(t, s.NackWithDelay(0, "bad", p.ID))
+	fakeWait(t, "the dead-letter publish to wait", func() bool {
+		n.fb.mu.Lock()
+		defer n.fb.mu.Unlock()
+		return n.fb.publishing == 1
+	})
+	y1, _ := byPayload("y1")
+	require.NoError(t, s.Ack(y1.ID))
+	n.fb.Append("t", 1, "y2")
+	fakeWait(t, "y2, while the publish waits", func() bool {
+		_, ok := byPayload("y2")
+		return ok
+	})
+	n.fb.mu.Lock()
+	assert.Equal(t, 1, n.fb.publishing, "the publish still waits")
+	n.fb.mu.Unlock()
+}

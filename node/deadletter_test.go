@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,15 +42,40 @@ func TestRetry_BackoffDoublesFromTheMinimumUpToTheMaximum(t *testing.T) {
 	assert.Equal(t, deadLetterRetryMax, deadLetterBackoff(1000))
 }
 
-// dlPublisher records dead-letter publishes; the test calls their done.
+// dlPublisher records dead-letter publishes (made by the subscription's
+// sender goroutine); the test calls their done.
 type dlPublisher struct {
+	mu    sync.Mutex // guards msgs and dones
 	msgs  []*broker.Message
 	dones []func(broker.PublishResult)
 }
 
 func (p *dlPublisher) Publish(_ context.Context, msg *broker.Message, done func(broker.PublishResult)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.msgs = append(p.msgs, msg)
 	p.dones = append(p.dones, done)
+}
+
+// wait waits until n publishes were made, and returns them.
+func (p *dlPublisher) wait(t *testing.T, n int) ([]*broker.Message, []func(broker.PublishResult)) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.msgs) >= n
+	}, 5*time.Second, time.Millisecond, "%d publishes", n)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	require.Len(t, p.msgs, n)
+	return slices.Clone(p.msgs), slices.Clone(p.dones)
+}
+
+// count is the publishes made so far.
+func (p *dlPublisher) count() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.msgs)
 }
 
 // dlConsumer records acks; nothing else of it is used.
@@ -88,30 +115,31 @@ func failing(s *subscription, sess *session, id string, attempt uint32) *message
 func TestDeadLetter_ResultsForVoidedMessagesAreDropped(t *testing.T) {
 	s, p, c := dlSubscription()
 	defer s.stopDeadLetterTimer()
+	defer func() { close(s.quit); s.releases.Wait() }() // stops the sender
 	sess := newSession(10)
 	q := s.queue(broker.ShardID{Topic: "t"})
 
 	// Under the maximum: handed back.
 	m := failing(s, sess, "a", 4)
 	assert.Equal(t, []*message{m}, s.takeDeadLetters(sess, []*message{m}, ""))
-	assert.Empty(t, p.msgs)
+	assert.Zero(t, p.count())
 
 	// At it: held until confirmed, then acked.
 	m.attempt = 5
 	m.reason = "bad"
 	require.Empty(t, s.takeDeadLetters(sess, []*message{m}, ""))
-	require.Len(t, p.msgs, 1)
-	assert.Equal(t, "dlq", p.msgs[0].Topic)
+	msgs, dones := p.wait(t, 1)
+	assert.Equal(t, "dlq", msgs[0].Topic)
 	assert.NotContains(t, sess.inflight, "a")
 	assert.Equal(t, 1, q.held)
 	assert.Equal(t, 1, q.deadLettering)
-	p.dones[0](broker.PublishResult{Err: errors.New("broker down")})
+	dones[0](broker.PublishResult{Err: errors.New("broker down")})
 	s.afterDeadLetters()
 	assert.Empty(t, c.acked, "acked after a failed publish")
 	assert.False(t, s.dead.timerAt.IsZero(), "no retry armed")
 	s.retryDeadLetters(time.Now().Add(time.Minute))
-	require.Len(t, p.msgs, 2, "not published again")
-	p.dones[1](broker.PublishResult{ID: "dlq/0@0"})
+	_, dones = p.wait(t, 2) // published again
+	dones[1](broker.PublishResult{ID: "dlq/0@0"})
 	s.afterDeadLetters()
 	assert.Equal(t, []string{"a"}, c.acked)
 	assert.Zero(t, q.held)
@@ -132,12 +160,12 @@ func TestDeadLetter_ResultsForVoidedMessagesAreDropped(t *testing.T) {
 	q = s.queue(m.d.Shard)
 	m = failing(s, sess, "b", 6)
 	require.Empty(t, s.takeDeadLetters(sess, []*message{m}, reasonDeadline))
-	require.Len(t, p.msgs, 4)
-	p.dones[2](broker.PublishResult{ID: "dlq/0@1"}) // the voided publish
+	_, dones = p.wait(t, 4)
+	dones[2](broker.PublishResult{ID: "dlq/0@1"}) // the voided publish
 	s.afterDeadLetters()
 	assert.Equal(t, []string{"a"}, c.acked, "a voided publish's result was taken for the new one")
 	assert.Equal(t, 1, q.deadLettering)
-	p.dones[3](broker.PublishResult{ID: "dlq/0@2"})
+	dones[3](broker.PublishResult{ID: "dlq/0@2"})
 	s.afterDeadLetters()
 	assert.Equal(t, []string{"a", "b"}, c.acked)
 	assert.Zero(t, q.deadLettering)

@@ -54,6 +54,8 @@ type fakeBackend struct {
 	acked       []string      // ids the node acked that counted, in order
 	closed      bool
 	results     []func()      // done callbacks not called yet, in order
+	publishGate chan struct{} // non-nil: Publish waits until it is closed (a hand-off that takes long)
+	publishing  int           // Publish calls waiting at publishGate
 	resultSig   chan struct{} // capacity 1: results has something
 	stop        chan struct{}
 	wg          sync.WaitGroup
@@ -332,6 +334,13 @@ func (b *fakeBackend) Reading(sub string) int {
 // so nobody holds a lock that done could need.
 func (b *fakeBackend) Publish(ctx context.Context, msg *broker.Message, done func(broker.PublishResult)) {
 	b.mu.Lock()
+	if gate := b.publishGate; gate != nil {
+		b.publishing++
+		b.mu.Unlock()
+		<-gate
+		b.mu.Lock()
+		b.publishing--
+	}
 	res := b.publishLocked(ctx, msg)
 	if b.closed {
 		b.mu.Unlock()
