@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
 
 	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/client"
@@ -50,6 +51,11 @@ type Options struct {
 	Proxied bool
 	// NodeName names the node (default "test-node").
 	NodeName string
+	// NodeOptions, when set, adjusts the node's options (TLS credentials,
+	// for one) before start.
+	NodeOptions func(*node.Options)
+	// DialOptions are added to Env.Client's (TLS credentials, for one).
+	DialOptions []grpc.DialOption
 	// Backend, when set, is the node's backend instead of a Kafka one on a
 	// kfake broker (for another backend's tests): no broker is started,
 	// Env.Backend stays nil and Env's Kafka helpers do not apply. Stop
@@ -188,7 +194,11 @@ func Start(t testing.TB, o Options) *Env {
 		}
 		members = e.Gossip
 	}
-	e.Server, err = node.NewServer(ncfg, backend, node.Options{Registry: e.Registry, Cluster: members, Logger: log})
+	nopts := node.Options{Registry: e.Registry, Cluster: members, Logger: log}
+	if o.NodeOptions != nil {
+		o.NodeOptions(&nopts)
+	}
+	e.Server, err = node.NewServer(ncfg, backend, nopts)
 	if err != nil {
 		t.Fatalf("node: %v", err)
 	}
@@ -209,7 +219,7 @@ func Start(t testing.TB, o Options) *Env {
 		}
 	}
 	t.Cleanup(e.Stop)
-	e.Client, err = client.Dial(e.Addr)
+	e.Client, err = client.Dial(e.Addr, o.DialOptions...)
 	if err != nil {
 		t.Fatal(err)
 	}
