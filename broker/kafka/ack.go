@@ -64,6 +64,7 @@ func (c *consumer) Abandon(shards []broker.ShardID) {
 		c.forgetLocked(k)
 		delete(c.events, k)
 	}
+	c.savedLocked() // a SaveAcks waiting for these shards' saves: they are void now
 }
 
 // eventLocked records an event for the node, replacing an older one of
@@ -71,6 +72,7 @@ func (c *consumer) Abandon(shards []broker.ShardID) {
 func (c *consumer) eventLocked(k tp, kind broker.ShardEventKind, reason string) {
 	c.events[k] = broker.ShardEvent{Shard: k.shard(), Kind: kind, Reason: reason}
 	signal(c.eventSig)
+	c.savedLocked() // a SaveAcks waiting for the shard: lost or reset, its acks are void
 }
 
 // Events implements broker.Consumer.

@@ -77,3 +77,38 @@ func TestConfirm_ConcurrentSaveAcksCoalesceIntoFewSaves(t *testing.T) {
 	assert.LessOrEqual(t, commits.Hits(), 3, "the held save and about one more, not one per call")
 	t.Logf("%d saves for 100 confirmed acks", commits.Hits())
 }
+
+// TestConfirm_AbandonAnswersAWaitingSaveAcksAtOnce: a SaveAcks waiting
+// for a save that will not come (the node abandons the shard first: a
+// seek's hold, a claim another node took) is answered void at once, not
+// unavailable when its context ends.
+func TestConfirm_AbandonAnswersAWaitingSaveAcksAtOnce(t *testing.T) {
+	h := newHarness(t, 1, "t")
+	c := h.consume(h.backend(nil), "s", broker.StartEarliest, shard("t", 0))
+	h.produce("t", 0, 2)
+	ds := poll(t, c, 2, 10*time.Second)
+	rs := c.AckForSave(ds[0].ID)
+	require.Len(t, rs, 1)
+	// Stands for a save of the partition in flight that began before the
+	// ack: manage skips the partition, and no save ends to wake the call.
+	c.mu.Lock()
+	c.parts[tp{"t", 0}].saving = true
+	c.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	errs := make(chan error, 1)
+	go func() { errs <- c.SaveAcks(ctx, rs)[0] }()
+	require.Eventually(t, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.savedSig != nil
+	}, 10*time.Second, time.Millisecond, "SaveAcks to wait")
+	c.Abandon([]broker.ShardID{shard("t", 0)})
+	select {
+	case err := <-errs:
+		require.ErrorIs(t, err, broker.ErrAckVoid)
+	case <-time.After(5 * time.Second):
+		t.Fatal("SaveAcks still waits after the shard was abandoned")
+	}
+}

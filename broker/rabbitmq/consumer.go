@@ -357,6 +357,7 @@ func (c *consumer) Abandon(shards []broker.ShardID) {
 		c.forgetLocked(k)
 		delete(c.events, k)
 	}
+	c.savedLocked() // a SaveAcks waiting for these shards' saves: they are void now
 }
 
 // forgetLocked drops a shard: no more reading, saving or acks, and it is
@@ -374,6 +375,7 @@ func (c *consumer) forgetLocked(k posKey) {
 func (c *consumer) eventLocked(k posKey, kind broker.ShardEventKind, reason string) {
 	c.events[k] = broker.ShardEvent{Shard: shardOf(k), Kind: kind, Reason: reason}
 	signal(c.eventSig)
+	c.savedLocked() // a SaveAcks waiting for the shard: lost or reset, its acks are void
 }
 
 // Events implements broker.Consumer.
