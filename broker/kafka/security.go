@@ -130,22 +130,22 @@ func (f TLSFiles) Load() (*tls.Config, error) {
 	if f.CAFile != "" {
 		pem, err := os.ReadFile(f.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: TLS CAFile: %w", err)
+			return nil, fmt.Errorf("kafka: CAFile: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka: TLS CAFile %s: no PEM certificate in it", f.CAFile)
+			return nil, fmt.Errorf("kafka: CAFile %s: no PEM certificate in it", f.CAFile)
 		}
 		cfg.RootCAs = pool
 	}
 	switch {
 	case f.CertFile == "" && f.KeyFile == "":
 	case f.CertFile == "" || f.KeyFile == "":
-		return nil, errors.New("kafka: TLS CertFile and KeyFile: give both or neither")
+		return nil, errors.New("kafka: CertFile and KeyFile: give both or neither")
 	default:
 		cert, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("kafka: TLS CertFile %s, KeyFile %s: %w", f.CertFile, f.KeyFile, err)
+			return nil, fmt.Errorf("kafka: CertFile %s and KeyFile %s: %w", f.CertFile, f.KeyFile, err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
