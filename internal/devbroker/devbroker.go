@@ -29,6 +29,16 @@ type Config struct {
 	// AutoCreateTopics lets producers create topics by naming them.
 	// Default false, as on most production clusters.
 	AutoCreateTopics bool
+	// TLSCertFile and TLSKeyFile, both or neither: the broker speaks TLS
+	// only, presenting this certificate.
+	TLSCertFile, TLSKeyFile string
+	// SASL makes clients authenticate as one of Users (kfake's default,
+	// without Users, is SCRAM-SHA-256 admin/admin).
+	SASL bool
+	// Users are SASL users, with their ACLs (security.go).
+	Users []User
+	// ACLs: check every request against the users' ACLs; superusers pass.
+	ACLs bool
 }
 
 // DefaultConfig returns the defaults.
@@ -44,7 +54,7 @@ func (c *Config) Validate() error {
 	if c.Partitions < 1 {
 		return fmt.Errorf("devbroker: Partitions: must be at least 1, got %d", c.Partitions)
 	}
-	return nil
+	return c.validateSecurity()
 }
 
 // Broker is a running development broker.
@@ -56,6 +66,10 @@ type Broker struct {
 // Start starts a broker.
 func Start(cfg Config) (*Broker, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	secOpts, err := cfg.securityOpts()
+	if err != nil {
 		return nil, err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -92,6 +106,7 @@ func Start(cfg Config) (*Broker, error) {
 	if cfg.AutoCreateTopics {
 		opts = append(opts, kfake.AllowAutoTopicCreation())
 	}
+	opts = append(opts, secOpts...)
 	c, err := kfake.NewCluster(opts...)
 	if err != nil {
 		ln.Close()
