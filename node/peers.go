@@ -4,6 +4,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/streamgate/streamgate/internal/auth"
 )
 
 // memberDialer is how a node reaches another member's Admin API (the
@@ -12,6 +14,7 @@ import (
 // talks to itself the way its clients do.
 type memberDialer struct {
 	creds credentials.TransportCredentials // nil: plaintext
+	token string                           // bearer token sent with each call (Options.ClusterToken); "": none
 }
 
 // dial connects to a member's gRPC address. The caller closes the
@@ -20,6 +23,9 @@ func (d memberDialer) dial(addr string) (*grpc.ClientConn, error) {
 	creds := d.creds
 	if creds == nil {
 		creds = insecure.NewCredentials()
+	}
+	if d.token != "" {
+		return grpc.NewClient(addr, grpc.WithTransportCredentials(creds), grpc.WithPerRPCCredentials(auth.Bearer{Token: d.token}))
 	}
 	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/internal/auth"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
@@ -28,6 +29,7 @@ type publishService struct {
 	bytes   *semaphore.Weighted // the node-wide cap on buffered message bytes
 	metrics *metrics
 	log     *slog.Logger
+	auth    *auth.Auth // nil: auth off (node/auth.go)
 }
 
 func newPublishService(cfg Config, backend broker.Publisher, m *metrics, log *slog.Logger) *publishService {
@@ -116,6 +118,8 @@ func (ps *publishStream) publish(ctx context.Context, m *pb.OutgoingMessage) err
 	msg, err := ps.svc.validate(m)
 	if err == nil {
 		msg.Topic = ps.topics.of(msg.Topic)
+		// A denied message fails alone; the stream goes on.
+		err = ps.svc.authorize(ctx, msg.Topic)
 	}
 	if err != nil {
 		ps.results <- &pb.PublishResult{RequestId: m.GetRequestId(), Error: toStatus(err)}

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/internal/auth"
 	"github.com/streamgate/streamgate/internal/codec"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
@@ -73,6 +74,14 @@ type Options struct {
 	// Watchers run from NewServer until Shutdown or Kill, and are waited
 	// for: the TLS certificates' reloaders. Each returns when ctx ends.
 	Watchers []func(ctx context.Context)
+	// Auth, when set, authenticates every call but health checks and
+	// checks the policy (node/auth.go); its files are re-read by a
+	// watcher of the server's. nil: anyone may do anything.
+	Auth *auth.Auth
+	// ClusterToken is the bearer token the node sends with its calls to
+	// other members' Admin API when auth is on and the cluster does not
+	// authenticate by client certificates; "": none.
+	ClusterToken string
 }
 
 // NewServer builds a node.
@@ -105,7 +114,7 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		// write buffers take a batch in fewer system calls. Flow-control
 		// windows stay grpc's (dynamic): static 4 MiB ones measured no
 		// better and let a stalled stream buffer that much.
-		grpc: grpc.NewServer(append(credsOption(opts), grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
+		grpc: grpc.NewServer(append(append(credsOption(opts), authServerOptions(opts.Auth)...), grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 			grpc.ForceServerCodecV2(codec.New(codec.BufferPool(), codec.Alias)), experimental.BufferPool(codec.BufferPool()),
 			grpc.ReadBufferSize(1<<20), grpc.WriteBufferSize(1<<20))...),
@@ -113,11 +122,13 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 	}
 	m := newMetrics(reg)
 	s.publish = newPublishService(cfg, backend, m, log)
+	s.publish.auth = opts.Auth
 	pb.RegisterPublisherServer(s.grpc, s.publish)
 	s.members = opts.Cluster
 	s.sub = newSubscribeService(cfg, backend, m, log, opts.Cluster, &s.draining)
+	s.sub.auth = opts.Auth
 	pb.RegisterSubscriberServer(s.grpc, s.sub)
-	pb.RegisterAdminServer(s.grpc, &adminService{cfg: cfg, backend: backend, subs: s.sub, members: opts.Cluster, peers: memberDialer{creds: opts.ClusterCredentials}})
+	pb.RegisterAdminServer(s.grpc, &adminService{cfg: cfg, backend: backend, subs: s.sub, members: opts.Cluster, peers: memberDialer{creds: opts.ClusterCredentials, token: opts.ClusterToken}})
 	s.health.SetServingStatus(pb.Subscriber_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
@@ -147,6 +158,13 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		defer s.bg.Done()
 		s.sub.refreshShards(bgCtx, cfg.ShardRefreshInterval)
 	}()
+	if opts.Auth != nil {
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			opts.Auth.Run(bgCtx)
+		}()
+	}
 	for _, watch := range opts.Watchers {
 		s.bg.Add(1)
 		go func() {

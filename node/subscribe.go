@@ -17,6 +17,7 @@ import (
 
 	"github.com/streamgate/streamgate/broker"
 	"github.com/streamgate/streamgate/cluster"
+	"github.com/streamgate/streamgate/internal/auth"
 	pb "github.com/streamgate/streamgate/proto/streamgate/v1"
 )
 
@@ -35,6 +36,7 @@ type subscribeService struct {
 	log     *slog.Logger
 	members Membership // nil: a cluster of one
 	local   *localState
+	auth    *auth.Auth // nil: auth off (node/auth.go)
 
 	running  sync.WaitGroup // subscription goroutines
 	draining *atomic.Bool   // the server's drain flag
@@ -246,6 +248,9 @@ func (s *subscribeService) Subscribe(stream grpc.BidiStreamingServer[pb.Subscrib
 	}
 	spec, err := validateOpen(open)
 	if err != nil {
+		return grpcError(err)
+	}
+	if err := s.authorizeOpen(ctx, spec); err != nil {
 		return grpcError(err)
 	}
 	if err := s.checkConfirm(open); err != nil {
