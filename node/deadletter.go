@@ -359,10 +359,37 @@ func (s *subscription) retryDeadLetters(now time.Time) {
 		}
 	}
 	slices.SortFunc(due, func(a, b *deadLetter) int { return bySeq(a.m, b.m) }) // as they were fetched
+	on := s.settings.maxAttempts > 0 && s.settings.deadLetter != ""
 	for _, dl := range due {
-		s.publishDeadLetter(dl)
+		if on {
+			s.publishDeadLetter(dl)
+		} else {
+			s.handBackDeadLetter(dl)
+		}
 	}
 	s.armDeadLetterRetry()
+}
+
+// handBackDeadLetter returns a dead letter whose publish failed to its
+// shard's queue, in fetch order, once an update turned dead letters off:
+// held for a topic that fails, it would hold its shard for good. It is
+// delivered again like a nacked message (or, when this node no longer
+// reads its shard, by the shard's next reader).
+func (s *subscription) handBackDeadLetter(dl *deadLetter) {
+	m, sh := dl.m, dl.m.d.Shard
+	delete(s.dead.held, m.d.ID)
+	q := s.queue(sh)
+	q.deadLettering--
+	q.settle(1)
+	s.metrics.redeliveries.Inc()
+	s.log.Info("dead letters turned off: a held message is delivered again", "id", m.d.ID, "attempts", m.attempt)
+	if !s.readsLocally(sh) {
+		delete(s.known, m.d.ID)
+		s.maybeRelease(sh)
+		return
+	}
+	q.pending = mergeBySeq([]*message{m}, q.pending)
+	s.addBuffered(1)
 }
 
 // armDeadLetterRetry sets the retry timer for the earliest failed dead

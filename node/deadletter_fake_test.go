@@ -389,3 +389,32 @@ func TestDeadLetter_ASlowPublishDoesNotStallTheSubscription(t *testing.T) {
 	assert.Equal(t, 1, n.fb.publishing, "the publish still waits")
 	n.fb.mu.Unlock()
 }
+
+// Dead letters turned off by an update while a message is held for a
+// dead-letter topic that fails: the message is handed back to its shard
+// and delivered again (a 6th time), then the shard's next message; it is
+// not held for good.
+func TestDeadLetter_TurnedOffWhileHeldTheMessageIsDeliveredAgain(t *testing.T) {
+	n := dlNode(t, map[string]int{"t": 1}, broker.SubscriptionConfig{MaxDeliveryAttempts: 5, DeadLetterTopic: "dlq"}, nil)
+	id := publishFake(t, n.fb, poison)
+	n.fb.Append("t", 0, "next")
+	s := n.subscribe(1)
+	nackEach(t, s, id, 1, 5)
+	fakeWait(t, "a failed dead-letter publish", func() bool { return n.metric("streamgate_subscribe_dead_letter_failures_total") >= 1 })
+
+	ctx := context.Background()
+	cfg, err := n.store.GetSubscription(ctx, "s")
+	require.NoError(t, err)
+	cfg.MaxDeliveryAttempts, cfg.DeadLetterTopic = 0, ""
+	_, err = n.store.UpdateSubscription(ctx, cfg)
+	require.NoError(t, err)
+
+	fakeWait(t, "delivery 6", func() bool {
+		return slices.ContainsFunc(s.messages(), func(m client.Received) bool { return m.ID == id && m.DeliveryAttempt == 6 })
+	})
+	require.NoError(t, s.Ack(id))
+	fakeWait(t, "the shard's next message", func() bool {
+		return slices.ContainsFunc(s.messages(), func(m client.Received) bool { return string(m.Payload) == "next" })
+	})
+	assert.Empty(t, n.fb.topicMessages("dlq"))
+}
