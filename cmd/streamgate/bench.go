@@ -31,6 +31,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	w := bench.Workload{Size: 1024, Streams: 1, Readers: 1}
 	fs := newFlagSet("bench", stderr)
 	fs.StringVar(&bf.addr, "addr", "", "streamgate gRPC address to measure (default: start a gateway here, on --brokers or on a devbroker it starts)")
+	var tlsFlags clientTLS
+	tlsFlags.register(fs)
 	fs.StringVar(&bf.brokers, "brokers", "", "Kafka bootstrap address, for --direct and for making the run's topics (default: the devbroker it starts when --addr is not given)")
 	fs.BoolVar(&bf.direct, "direct", false, "also run each phase with franz-go straight to the broker, and print the ratios")
 	fs.StringVar(&bf.mode, "mode", bf.mode, "both (publish, then subscribe + ack what was published), publish, subscribe (fills the topic untimed first) or e2e (publish and subscribe at once: latency)")
@@ -84,6 +86,14 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	defer cancel()
 
 	s := bench.Suite{Mode: bf.mode, Addr: bf.addr, Brokers: bf.brokers, Topic: bf.topic, Shards: bf.shards, Direct: bf.direct, Workload: w}
+	dialOpts, err := tlsFlags.options()
+	if err != nil {
+		return badUsage("bench", err)
+	}
+	s.DialOptions = dialOpts
+	if s.DialOptions != nil && bf.addr == "" {
+		return badUsage("bench", errors.New("the --tls* flags are for a gateway given by --addr; the one bench starts serves plaintext"))
+	}
 	if s.Topic == "" {
 		s.Topic = fmt.Sprintf("bench-%d", time.Now().Unix())
 	}

@@ -32,6 +32,8 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	pf := publishFlags{addr: "localhost:50051", batch: 100, size: 1024}
 	fs := newFlagSet("publish", stderr)
 	fs.StringVar(&pf.addr, "addr", pf.addr, "streamgate gRPC address, or a comma-separated list of nodes (publishing moves to another when one dies or drains)")
+	var tlsFlags clientTLS
+	tlsFlags.register(fs)
 	fs.StringVar(&pf.topic, "topic", "", "topic to publish to (required)")
 	fs.StringVar(&pf.key, "key", "", "key of every message (equal keys land on one shard, in order; without a key messages spread over the shards)")
 	fs.Var(&pf.messages, "message", "a message payload; repeatable (default: one message per stdin line)")
@@ -63,9 +65,9 @@ func runPublish(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	case pf.rate < 0:
 		return badUsage("publish", fmt.Errorf("--rate %v: want 0 (no limit) or more", pf.rate))
 	}
-	c, err := client.Dial(pf.addr)
+	c, err := tlsFlags.dial("publish", pf.addr)
 	if err != nil {
-		return badUsage("publish", fmt.Errorf("--addr %q: %w", pf.addr, err))
+		return err
 	}
 	defer c.Close()
 	p := c.Publisher(client.PublishSettings{

@@ -19,11 +19,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var subs listFlag
 	fs := newFlagSet("status", stderr)
 	fs.StringVar(&addr, "addr", addr, "streamgate gRPC address (any node)")
+	var tlsFlags clientTLS
+	tlsFlags.register(fs)
 	fs.Var(&subs, "subscription", "also describe these subscriptions; repeatable or comma-separated")
 	if err := parseFlags(fs, args, osLookupEnv); err != nil {
 		return err
 	}
-	c, err := client.Dial(addr)
+	c, err := tlsFlags.dial("status", addr)
 	if err != nil {
 		return err
 	}

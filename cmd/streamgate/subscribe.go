@@ -23,6 +23,8 @@ func runSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	)
 	fs := newFlagSet("subscribe", stderr)
 	fs.StringVar(&addr, "addr", addr, "streamgate gRPC address, or a comma-separated list of nodes (the stream moves to another when its node dies or drains)")
+	var tlsFlags clientTLS
+	tlsFlags.register(fs)
 	fs.StringVar(&subscription, "subscription", "", "subscription name (required); subscribers of one name share its messages")
 	fs.Var(&topics, "topic", "topic to read; repeatable or comma-separated (required)")
 	fs.BoolVar(&fromBeginning, "from-beginning", false, "a new subscription starts at the earliest message (default: only new messages)")
@@ -41,9 +43,9 @@ func runSubscribe(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	case maxMessages < 0:
 		return badUsage("subscribe", fmt.Errorf("--max %d: want 0 (no limit) or more", maxMessages))
 	}
-	c, err := client.Dial(addr)
+	c, err := tlsFlags.dial("subscribe", addr)
 	if err != nil {
-		return badUsage("subscribe", fmt.Errorf("--addr %q: %w", addr, err))
+		return err
 	}
 	defer c.Close()
 

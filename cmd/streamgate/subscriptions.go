@@ -77,6 +77,8 @@ func runSubscriptionsCommand(ctx context.Context, cmd string, args []string, std
 	f := subscriptionFlags{addr: "localhost:50051"}
 	fs := newFlagSet(name, stderr)
 	fs.StringVar(&f.addr, "addr", f.addr, "streamgate gRPC address (any node)")
+	var tlsFlags clientTLS
+	tlsFlags.register(fs)
 	if cmd != "list" {
 		fs.StringVar(&f.name, "name", "", "subscription name (required)")
 	}
@@ -106,9 +108,9 @@ func runSubscriptionsCommand(ctx context.Context, cmd string, args []string, std
 	if cmd != "list" && f.name == "" {
 		return badUsage(name, errors.New("--name is required"))
 	}
-	c, err := client.Dial(f.addr)
+	c, err := tlsFlags.dial(name, f.addr)
 	if err != nil {
-		return badUsage(name, fmt.Errorf("--addr %q: %w", f.addr, err))
+		return err
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

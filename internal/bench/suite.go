@@ -10,6 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/grpc"
 
 	"github.com/streamgate/streamgate/client"
 )
@@ -27,6 +28,8 @@ type Suite struct {
 	Shards  int    // partitions of the topics made for the run
 	Direct  bool
 	Workload
+	// DialOptions are added to the gateway client's (TLS, for one).
+	DialOptions []grpc.DialOption
 
 	// GatewayPID and BrokerPID are local processes whose CPU each phase
 	// reads from /proc; 0 when not known.
@@ -65,7 +68,7 @@ func (s Suite) Run(ctx context.Context) ([]Row, error) {
 			return nil, err
 		}
 	}
-	cl, err := client.Dial(s.Addr)
+	cl, err := client.Dial(s.Addr, s.DialOptions...)
 	if err != nil {
 		return nil, fmt.Errorf("--addr %q: %w", s.Addr, err)
 	}
