@@ -14,6 +14,7 @@ import (
 type clientTLS struct {
 	on                        bool
 	ca, cert, key, serverName string
+	token                     string // --token: a bearer token sent with every call (not TLS, but dialled with it)
 }
 
 func (t *clientTLS) register(fs *flag.FlagSet) {
@@ -22,12 +23,18 @@ func (t *clientTLS) register(fs *flag.FlagSet) {
 	fs.StringVar(&t.cert, "tls-cert", "", "PEM client certificate, for nodes that ask for one (mTLS); with --tls-key")
 	fs.StringVar(&t.key, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&t.serverName, "tls-server-name", "", "name the node's certificate must carry (default: the host of --addr)")
+	fs.StringVar(&t.token, "token", "", "bearer token (static or JWT) for a node that authenticates callers; sent as \"authorization: Bearer\" with every call. Prefer STREAMGATE_TOKEN: a command line is visible to other users")
 }
 
-// options are the dial options the flags ask for: none for plaintext.
+// options are the dial options the flags ask for: none for plaintext
+// without a token.
 func (t *clientTLS) options() ([]grpc.DialOption, error) {
+	var opts []grpc.DialOption
+	if t.token != "" {
+		opts = append(opts, client.WithToken(t.token))
+	}
 	if !t.on && t.ca == "" && t.cert == "" && t.key == "" && t.serverName == "" {
-		return nil, nil
+		return opts, nil
 	}
 	if (t.cert == "") != (t.key == "") {
 		return nil, fmt.Errorf("--tls-cert and --tls-key: give both or neither")
@@ -36,7 +43,7 @@ func (t *clientTLS) options() ([]grpc.DialOption, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--tls-*: %w", err)
 	}
-	return []grpc.DialOption{opt}, nil
+	return append(opts, opt), nil
 }
 
 // dial connects to addr (--addr) as the flags say; its errors are usage
