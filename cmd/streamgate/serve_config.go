@@ -36,6 +36,7 @@ type serveConfig struct {
 	advertiseGRPC, gossipKey      string
 	drainTimeout                  time.Duration
 	logFormat, logLevel           string
+	kafkaSec                      kafkaSecurity // --kafka-tls*, --kafka-sasl-* (kafka_security.go)
 }
 
 func defaultServeConfig() serveConfig {
@@ -80,6 +81,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&kcfg.FetchMaxPartitionBytes, "fetch-max-shard-bytes", kcfg.FetchMaxPartitionBytes, "most bytes one fetch reads of one shard (a larger first message still comes whole); near what a shard has room for avoids reading records twice")
 	fs.DurationVar(&kcfg.PublishTimeout, "publish-timeout", kcfg.PublishTimeout, "how long a message may wait for the broker's confirmation, retries included")
 	fs.StringVar(&kcfg.SubscriptionsTopic, "subscriptions-topic", kcfg.SubscriptionsTopic, "Kafka's compacted topic that holds every subscription's settings (created on first use); every node of a cluster needs the same")
+	c.kafkaSec.register(fs)
 	fs.DurationVar(&kcfg.ProducerLinger, "producer-linger", kcfg.ProducerLinger, "how long the producer waits to fill a batch to a shard (0: none; a few ms cut CPU at low rates for as much latency)")
 	fs.StringVar(&c.logFormat, "log-format", c.logFormat, "text or json")
 	fs.StringVar(&c.logLevel, "log-level", c.logLevel, "debug, info, warn or error")
@@ -123,7 +125,8 @@ var (
 		"PushPullInterval": "gossip-push-pull-interval",
 	}
 	embeddedFlags  = map[string]string{"Addr": "embedded-addr", "Partitions": "embedded-partitions"}
-	devbrokerFlags = map[string]string{"Addr": "addr", "Partitions": "partitions"}
+	devbrokerFlags = map[string]string{"Addr": "addr", "Partitions": "partitions",
+		"TLSCertFile": "tls-cert", "TLSKeyFile": "tls-key", "ACLs": "acls", "SASL": "sasl", "Users": "user"}
 )
 
 // namedByFlags rewrites a Validate error of package pkg ("node: MaxUnacked:
@@ -204,10 +207,20 @@ func (c *serveConfig) check(src sources) error {
 		if len(c.brokers) > 0 {
 			return fmt.Errorf("%s: Kafka addresses, but %s is rabbitmq", src.describe("brokers"), src.describe("backend"))
 		}
+		if c.kafkaSec.on(osLookupEnv) {
+			return fmt.Errorf("the --kafka-tls* and --kafka-sasl-* settings are for Kafka, but %s is rabbitmq (its TLS and credentials go in --rabbitmq-addr)", src.describe("backend"))
+		}
 		return c.checkCluster(src)
 	default:
 		return fmt.Errorf("%s %q: want kafka or rabbitmq", src.describe("backend"), c.backendKind)
 	}
+	if len(c.brokers) == 0 && c.kafkaSec.on(osLookupEnv) {
+		return fmt.Errorf("the --kafka-tls* and --kafka-sasl-* settings need %s: the embedded broker is plaintext without SASL (try 'streamgate devbroker' with its TLS and SASL flags)", src.describe("brokers"))
+	}
+	if err := c.kafkaSec.apply(src, osLookupEnv, &c.kafka); err != nil {
+		return err
+	}
+	k.TLS, k.SASL = c.kafka.TLS, c.kafka.SASL
 	if len(c.brokers) == 0 {
 		if err := checkAddr(src, "embedded-addr", c.embedded.Addr, "127.0.0.1:9092"); err != nil {
 			return err
