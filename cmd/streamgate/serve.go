@@ -91,6 +91,13 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 	}
 	opts := node.Options{Registry: reg, Logger: log}
+	if err := c.tls.apply(&opts, log); err != nil {
+		closeListeners()
+		return err
+	}
+	if !c.tls.on() {
+		warnPlaintext(log, grpcLis.Addr())
+	}
 	var members *cluster.Cluster
 	if c.gossipAddr != "" {
 		if c.cluster.GRPCAddr == "" {

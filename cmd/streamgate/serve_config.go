@@ -37,6 +37,7 @@ type serveConfig struct {
 	drainTimeout                  time.Duration
 	logFormat, logLevel           string
 	kafkaSec                      kafkaSecurity // --kafka-tls*, --kafka-sasl-* (kafka_security.go)
+	tls                           serveTLS      // --tls-*, --cluster-tls-* (serve_tls.go)
 }
 
 func defaultServeConfig() serveConfig {
@@ -99,6 +100,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&ccfg.SuspicionMult, "gossip-suspicion-mult", ccfg.SuspicionMult, "a suspected node is declared dead after this many probe intervals (scaled by cluster size)")
 	fs.DurationVar(&ccfg.GossipInterval, "gossip-interval", ccfg.GossipInterval, "how often gossip is sent")
 	fs.DurationVar(&ccfg.PushPullInterval, "gossip-push-pull-interval", ccfg.PushPullInterval, "how often full state is exchanged with a random peer (anti-entropy)")
+	c.tls.register(fs)
 }
 
 // The libraries' Validate errors name Config fields; these tables name the
@@ -188,6 +190,9 @@ func (c *serveConfig) check(src sources) error {
 		if err := checkAddr(src, "debug-addr", c.debugAddr, "localhost:6060"); err != nil {
 			return err
 		}
+	}
+	if err := c.tls.check(src); err != nil {
+		return err
 	}
 	if c.drainTimeout < 0 {
 		return fmt.Errorf("%s: must not be negative, got %s", src.describe("drain-timeout"), c.drainTimeout)
