@@ -5,6 +5,7 @@ package main
 // other's Admin API with.
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"flag"
@@ -119,6 +120,11 @@ func (t *serveTLS) apply(opts *node.Options, log *slog.Logger) error {
 		return fmt.Errorf("--cluster-tls-*: %w", err)
 	}
 	opts.ClusterCredentials = credentials.NewTLS(ccfg)
+	auth := "none"
+	if clientCAs != nil {
+		auth = cmp.Or(t.clientAuth, tlsconf.ClientAuthRequire)
+	}
+	log.Info("gRPC API serves TLS", "cert", t.cert, "subject", serving.Subject(), "client_certificates", auth)
 	return nil
 }
 

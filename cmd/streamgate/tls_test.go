@@ -23,12 +23,12 @@ func TestCLI_TLSServeRequiringClientCertificatesThenPublishAndStatus(t *testing.
 	srv, cli := ca.Server(t, "node"), ca.Issue(t, "alice", tlstest.Options{})
 	grpcAddr, httpAddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	var serveLog bytes.Buffer
+	var serveLog syncBuffer // read while serve writes
 	served := make(chan error, 1)
 	go func() {
 		served <- run(ctx, []string{"--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--embedded-topics", "demo", "--embedded-addr", freeAddr(t),
 			"--gossip-addr", "127.0.0.1:0", "--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--tls-client-ca", ca.File, "--tls-client-auth", "require"},
-			nil, &bytes.Buffer{}, &syncWriter{w: &serveLog})
+			nil, &bytes.Buffer{}, &serveLog)
 	}()
 	defer func() {
 		cancel()
@@ -60,6 +60,8 @@ func TestCLI_TLSServeRequiringClientCertificatesThenPublishAndStatus(t *testing.
 	assert.Contains(t, err.Error(), "Unavailable", "%v %s", err, errOut.String())
 
 	assert.NotContains(t, serveLog.String(), "PLAINTEXT")
+	assert.Contains(t, serveLog.String(), `msg="gRPC API serves TLS"`)
+	assert.Contains(t, serveLog.String(), "client_certificates=require")
 }
 
 func TestCLI_TLSFlagsThatDoNotGoTogetherAreUsageErrors(t *testing.T) {
@@ -77,10 +79,19 @@ func TestCLI_TLSFlagsThatDoNotGoTogetherAreUsageErrors(t *testing.T) {
 		{[]string{"publish", "--topic", "t", "--tls-cert", srv.CertFile}, "--tls-cert and --tls-key: give both or neither"},
 		{[]string{"status", "--tls-ca", "/nonexistent/ca.pem"}, "/nonexistent/ca.pem"},
 	} {
-		_, errOut, err := runCLI(context.Background(), tc.args...)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // nothing may start; if something did, it stops at once
+		_, errOut, err := runCLI(ctx, tc.args...)
 		assert.Equal(t, exitError(2), err, "%v: %s", tc.args, errOut)
 		assert.Contains(t, errOut, tc.want, "%v", tc.args)
 	}
+
+	t.Setenv("STREAMGATE_TLS_CLIENT_AUTH", "maybe")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, errOut, err := runCLI(ctx, "--tls-cert", srv.CertFile, "--tls-key", srv.KeyFile, "--tls-client-ca", ca.File)
+	assert.Equal(t, exitError(2), err)
+	assert.Contains(t, errOut, `--tls-client-auth (STREAMGATE_TLS_CLIENT_AUTH) "maybe": want request or require`)
 }
 
 func TestTLS_PlaintextOnANonLoopbackAddressWarnsOnce(t *testing.T) {

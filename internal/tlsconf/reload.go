@@ -142,6 +142,9 @@ func (r *Reloader) Watch(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// Subject names the certificate in use, for logs.
+func (r *Reloader) Subject() string { return subject(r.cert.Load()) }
+
 // Certificate is the pair in use.
 func (r *Reloader) Certificate() *tls.Certificate { return r.cert.Load() }
 
