@@ -98,6 +98,10 @@ func runServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if !c.tls.on() {
 		warnPlaintext(log, grpcLis.Addr())
 	}
+	if err := c.auth.apply(&opts, log, reg); err != nil {
+		closeListeners()
+		return err
+	}
 	var members *cluster.Cluster
 	if c.gossipAddr != "" {
 		if c.cluster.GRPCAddr == "" {

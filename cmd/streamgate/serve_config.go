@@ -38,6 +38,7 @@ type serveConfig struct {
 	logFormat, logLevel           string
 	kafkaSec                      kafkaSecurity // --kafka-tls*, --kafka-sasl-* (kafka_security.go)
 	tls                           serveTLS      // --tls-*, --cluster-tls-* (serve_tls.go)
+	auth                          serveAuth     // --auth-* (serve_auth.go)
 }
 
 func defaultServeConfig() serveConfig {
@@ -46,6 +47,7 @@ func defaultServeConfig() serveConfig {
 		kafka:        kafka.DefaultConfig(),
 		cluster:      cluster.DefaultConfig(),
 		embedded:     devbroker.DefaultConfig(),
+		auth:         defaultServeAuth(),
 		backendKind:  "kafka",
 		rabbitAddr:   "rabbitmq-stream://guest:guest@localhost:5552/",
 		grpcAddr:     ":50051",
@@ -101,6 +103,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&ccfg.GossipInterval, "gossip-interval", ccfg.GossipInterval, "how often gossip is sent")
 	fs.DurationVar(&ccfg.PushPullInterval, "gossip-push-pull-interval", ccfg.PushPullInterval, "how often full state is exchanged with a random peer (anti-entropy)")
 	c.tls.register(fs)
+	c.auth.register(fs)
 }
 
 // The libraries' Validate errors name Config fields; these tables name the
@@ -192,6 +195,9 @@ func (c *serveConfig) check(src sources) error {
 		}
 	}
 	if err := c.tls.check(src); err != nil {
+		return err
+	}
+	if err := c.auth.check(src, c.tls.clientCA != ""); err != nil {
 		return err
 	}
 	if c.drainTimeout < 0 {
