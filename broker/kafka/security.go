@@ -87,10 +87,20 @@ func (s SASL) mechanism() (sasl.Mechanism, error) {
 	return nil, fmt.Errorf("kafka: SASL.Mechanism %q: want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512", s.Mechanism)
 }
 
-// securityOpts are the TLS and SASL options of every client. Validate has
-// checked the mechanism.
+// securityOpts are the TLS and SASL options of every client, with the
+// hook that notices refused credentials.
 func (b *Broker) securityOpts() []kgo.Opt {
-	c := &b.cfg
+	opts := b.cfg.SecurityOpts()
+	if b.cfg.SASL.Mechanism != "" {
+		opts = append(opts, kgo.WithHooks(&b.auth))
+	}
+	return opts
+}
+
+// SecurityOpts are franz-go's options for c's TLS and SASL: the ones every
+// client of the backend uses, for other clients of the same brokers
+// (bench --direct). Call Validate first: a bad mechanism is left out.
+func (c *Config) SecurityOpts() []kgo.Opt {
 	var opts []kgo.Opt
 	if c.TLS != nil {
 		// franz-go sets ServerName per broker on its own copy when the
@@ -98,8 +108,9 @@ func (b *Broker) securityOpts() []kgo.Opt {
 		opts = append(opts, kgo.DialTLSConfig(c.TLS.Clone()))
 	}
 	if c.SASL.Mechanism != "" {
-		m, _ := c.SASL.mechanism()
-		opts = append(opts, kgo.SASL(m), kgo.WithHooks(&b.auth))
+		if m, err := c.SASL.mechanism(); err == nil {
+			opts = append(opts, kgo.SASL(m))
+		}
 	}
 	return opts
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/streamgate/streamgate/broker/kafka"
 	"github.com/streamgate/streamgate/internal/bench"
 )
 
@@ -34,6 +35,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	var tlsFlags clientTLS
 	tlsFlags.register(fs)
 	fs.StringVar(&bf.brokers, "brokers", "", "Kafka bootstrap address, for --direct and for making the run's topics (default: the devbroker it starts when --addr is not given)")
+	var kafkaSec kafkaSecurity // for --brokers, and the gateway bench starts on them
+	kafkaSec.register(fs)
 	fs.BoolVar(&bf.direct, "direct", false, "also run each phase with franz-go straight to the broker, and print the ratios")
 	fs.StringVar(&bf.mode, "mode", bf.mode, "both (publish, then subscribe + ack what was published), publish, subscribe (fills the topic untimed first) or e2e (publish and subscribe at once: latency)")
 	fs.IntVar(&w.Count, "count", 0, "messages per phase (default 200000; e2e: --duration 10s instead)")
@@ -94,10 +97,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if s.DialOptions != nil && bf.addr == "" {
 		return badUsage("bench", errors.New("the --tls* flags are for a gateway given by --addr; the one bench starts serves plaintext"))
 	}
+	if kafkaSec.on(osLookupEnv) {
+		if bf.brokers == "" {
+			return badUsage("bench", errors.New("the --kafka-tls* and --kafka-sasl-* flags need --brokers: the devbroker bench starts is plaintext"))
+		}
+		var kcfg kafka.Config
+		if err := kafkaSec.apply(sources{}, osLookupEnv, &kcfg); err != nil {
+			return badUsage("bench", err)
+		}
+		s.KafkaOpts = kcfg.SecurityOpts()
+	}
 	if s.Topic == "" {
 		s.Topic = fmt.Sprintf("bench-%d", time.Now().Unix())
 	}
-	local, err := startLocal(ctx, &s, stderr)
+	local, err := startLocal(ctx, &s, kafkaSec.args(), stderr)
 	if err != nil {
 		return err
 	}

@@ -39,7 +39,8 @@ type child struct {
 // nor --brokers is given, and a gateway when --addr is not; each is this
 // same binary in a process of its own, on free loopback ports, so that its
 // CPU can be read apart from the load driver's.
-func startLocal(ctx context.Context, s *bench.Suite, stderr io.Writer) (*localProcs, error) {
+// serveArgs are added to the gateway's flags (the Kafka security ones).
+func startLocal(ctx context.Context, s *bench.Suite, serveArgs []string, stderr io.Writer) (*localProcs, error) {
 	l := &localProcs{}
 	if s.Addr != "" {
 		return l, nil
@@ -69,8 +70,8 @@ func startLocal(ctx context.Context, s *bench.Suite, stderr io.Writer) (*localPr
 		l.stop()
 		return nil, err
 	}
-	c, err := l.start(exe, "serve", "--brokers", s.Brokers, "--gossip-addr", "", "--grpc-addr", grpcAddr,
-		"--http-addr", httpAddr, "--log-level", "warn")
+	c, err := l.start(exe, append([]string{"serve", "--brokers", s.Brokers, "--gossip-addr", "", "--grpc-addr", grpcAddr,
+		"--http-addr", httpAddr, "--log-level", "warn"}, serveArgs...)...)
 	if err != nil {
 		l.stop()
 		return nil, err

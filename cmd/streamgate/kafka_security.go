@@ -113,3 +113,25 @@ func (k *kafkaSecurity) tlsError(src sources, err error) error {
 		"CAFile": "kafka-tls-ca", "CertFile": "kafka-tls-cert", "KeyFile": "kafka-tls-key",
 	}, src)
 }
+
+// args are the flags again, for a gateway started as a child process
+// (bench); the password travels in its file or the inherited environment.
+func (k *kafkaSecurity) args() []string {
+	var a []string
+	for _, f := range []struct{ name, v string }{
+		{"kafka-tls-ca", k.files.CAFile}, {"kafka-tls-cert", k.files.CertFile}, {"kafka-tls-key", k.files.KeyFile},
+		{"kafka-tls-server-name", k.files.ServerName}, {"kafka-sasl-mechanism", k.mechanism},
+		{"kafka-sasl-user", k.user}, {"kafka-sasl-password-file", k.passwordFile},
+	} {
+		if f.v != "" {
+			a = append(a, "--"+f.name, f.v)
+		}
+	}
+	if k.tls {
+		a = append(a, "--kafka-tls")
+	}
+	if k.files.InsecureSkipVerify {
+		a = append(a, "--kafka-tls-insecure-skip-verify")
+	}
+	return a
+}

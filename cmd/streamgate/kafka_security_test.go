@@ -37,7 +37,7 @@ func TestCLI_ServeAndDevbrokerOverKafkaTLSAndSASLWithACLs(t *testing.T) {
 		brokerDone <- run(bctx, []string{"devbroker", "--addr", brokerAddr, "--topics", "orders,payroll", "--partitions", "2",
 			"--tls-cert", pki.CertFile, "--tls-key", pki.KeyFile,
 			"--superuser", "scram-sha-256:admin:admin-pw", "--user", "scram-sha-512:gateway:gateway-pw",
-			"--acl", "allow:gateway:topic:orders:all,allow:gateway:topic:__streamgate_subscriptions:all,allow:gateway:group:streamgate.*:all"},
+			"--acl", "allow:gateway:topic:orders*:all,allow:gateway:topic:__streamgate_subscriptions:all,allow:gateway:group:streamgate.*:all"},
 			nil, &bytes.Buffer{}, brokerOut)
 	}()
 	t.Cleanup(func() {
@@ -86,6 +86,18 @@ func TestCLI_ServeAndDevbrokerOverKafkaTLSAndSASLWithACLs(t *testing.T) {
 	assert.Contains(t, out.String(), "\terror\tPermissionDenied\t", "the broker's ACL denial reaches the client")
 	assert.Contains(t, out.String(), "TOPIC_AUTHORIZATION_FAILED")
 	assert.NotContains(t, logged(), "gateway-pw", "the devbroker does not log passwords either")
+
+	// bench --direct makes its topics and produces with the same flags
+	// (the password from the environment this time).
+	t.Setenv("STREAMGATE_KAFKA_SASL_PASSWORD", "gateway-pw")
+	out.Reset()
+	errOut.Reset()
+	err = run(context.Background(), []string{"bench", "--addr", grpcAddr, "--brokers", brokerAddr, "--direct", "--mode", "publish",
+		"--count", "200", "--size", "64", "--shards", "2", "--topic", "orders-bench", "--timeout", "60s",
+		"--kafka-tls-ca", pki.CAFile, "--kafka-sasl-mechanism", "scram-sha-512", "--kafka-sasl-user", "gateway"}, nil, &out, &errOut)
+	require.NoError(t, err, errOut.String())
+	assert.Contains(t, out.String(), "direct")
+	assert.Contains(t, out.String(), "streamgate")
 }
 
 // TestCLI_ServeChecksTheKafkaSecuritySettingsNamingFlags: every bad TLS or

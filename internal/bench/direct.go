@@ -22,8 +22,8 @@ type Reader func(ctx context.Context, target *atomic.Int64, lat *Histogram) (msg
 // DirectWriter produces with one franz-go client (acks from all in-sync
 // replicas, no linger, as the gateway's producer) on w.Streams goroutines,
 // asynchronously, and waits for every result.
-func DirectWriter(ctx context.Context, brokers, topic string, w Workload) (Writer, func(), error) {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0))
+func DirectWriter(ctx context.Context, brokers, topic string, w Workload, opts ...kgo.Opt) (Writer, func(), error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers), kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0)}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -79,10 +79,10 @@ func DirectWriter(ctx context.Context, brokers, topic string, w Workload) (Write
 // through kadm every 1000 records and at the end, as the gateway does. The
 // client is made inside the timed part: it fetches as soon as it exists,
 // and what it fetched before the clock would come for free.
-func DirectReader(brokers, topic, group string, w Workload) Reader {
+func DirectReader(brokers, topic, group string, w Workload, opts ...kgo.Opt) Reader {
 	return func(ctx context.Context, target *atomic.Int64, lat *Histogram) (int64, int64, error) {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers),
-			kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers),
+			kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
 		if err != nil {
 			return 0, 0, err
 		}

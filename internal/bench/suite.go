@@ -30,6 +30,9 @@ type Suite struct {
 	Workload
 	// DialOptions are added to the gateway client's (TLS, for one).
 	DialOptions []grpc.DialOption
+	// KafkaOpts are added to every franz-go client of Brokers (TLS and
+	// SASL, for one).
+	KafkaOpts []kgo.Opt
 
 	// GatewayPID and BrokerPID are local processes whose CPU each phase
 	// reads from /proc; 0 when not known.
@@ -64,7 +67,7 @@ func (s Suite) Run(ctx context.Context) ([]Row, error) {
 		if s.Direct {
 			topics = append(topics, directTopic)
 		}
-		if err := createTopics(ctx, s.Brokers, s.Shards, topics...); err != nil {
+		if err := createTopics(ctx, s.Brokers, s.Shards, s.KafkaOpts, topics...); err != nil {
 			return nil, err
 		}
 	}
@@ -87,13 +90,15 @@ func (s Suite) Run(ctx context.Context) ([]Row, error) {
 	case "both", "publish", "subscribe":
 		if s.Direct && s.Mode != "subscribe" {
 			if err := add(s.write(ctx, "produce (direct franz-go)", "direct", func() (Writer, func(), error) {
-				return DirectWriter(ctx, s.Brokers, directTopic, s.Workload)
+				return DirectWriter(ctx, s.Brokers, directTopic, s.Workload, s.KafkaOpts...)
 			})); err != nil {
 				return rows, err
 			}
 		}
 		if s.Direct && s.Mode == "subscribe" {
-			if err := s.fill(ctx, func() (Writer, func(), error) { return DirectWriter(ctx, s.Brokers, directTopic, s.Workload) }); err != nil {
+			if err := s.fill(ctx, func() (Writer, func(), error) {
+				return DirectWriter(ctx, s.Brokers, directTopic, s.Workload, s.KafkaOpts...)
+			}); err != nil {
 				return rows, fmt.Errorf("filling %s: %w", directTopic, err)
 			}
 		}
@@ -112,7 +117,7 @@ func (s Suite) Run(ctx context.Context) ([]Row, error) {
 		want := s.written(rows)
 		if s.Direct {
 			if err := add(s.read(ctx, "consume + commit (direct franz-go)", "direct", want, func() (Reader, func(), error) {
-				return DirectReader(s.Brokers, directTopic, "bench-"+directTopic, s.Workload), func() {}, nil
+				return DirectReader(s.Brokers, directTopic, "bench-"+directTopic, s.Workload, s.KafkaOpts...), func() {}, nil
 			})); err != nil {
 				return rows, err
 			}
@@ -127,9 +132,11 @@ func (s Suite) Run(ctx context.Context) ([]Row, error) {
 		quiet.Progress = nil
 		if s.Direct {
 			if err := add(s.e2e(ctx, "produce -> consume (direct franz-go)", "direct",
-				func() (Writer, func(), error) { return DirectWriter(ctx, s.Brokers, directTopic, quiet) },
+				func() (Writer, func(), error) {
+					return DirectWriter(ctx, s.Brokers, directTopic, quiet, s.KafkaOpts...)
+				},
 				func() (Reader, func(), error) {
-					return DirectReader(s.Brokers, directTopic, "bench-"+directTopic, s.Workload), func() {}, nil
+					return DirectReader(s.Brokers, directTopic, "bench-"+directTopic, s.Workload, s.KafkaOpts...), func() {}, nil
 				})); err != nil {
 				return rows, err
 			}
@@ -262,8 +269,8 @@ func (s Suite) runLength() time.Duration {
 	return time.Second
 }
 
-func createTopics(ctx context.Context, brokers string, shards int, topics ...string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers))
+func createTopics(ctx context.Context, brokers string, shards int, opts []kgo.Opt, topics ...string) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers)}, opts...)...)
 	if err != nil {
 		return err
 	}
