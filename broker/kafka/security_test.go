@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -204,5 +205,52 @@ func GatewayACLs(topic string) []kfake.ACL {
 		{Resource: kmsg.ACLResourceTypeTopic, Name: topic, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
 		{Resource: kmsg.ACLResourceTypeTopic, Name: "__streamgate_subscriptions", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
 		{Resource: kmsg.ACLResourceTypeGroup, Name: "streamgate.", Pattern: kmsg.ACLResourcePatternTypePrefixed, Operation: kmsg.ACLOperationAll, Allow: true},
+	}
+}
+
+// TestTLS_ClientCertificatesAndServerNames: a broker requiring client
+// certificates takes the backend's (CertFile, KeyFile) and refuses a
+// backend without; ServerName is what the broker's certificate is checked
+// against.
+func TestTLS_ClientCertificatesAndServerNames(t *testing.T) {
+	pki := testcerts.New(t, "broker.test")
+	server := pki.ServerConfig()
+	server.ClientAuth, server.ClientCAs = tls.RequireAndVerifyClientCert, pki.CAPool
+	h := securedHarness(t, []kfake.Opt{kfake.TLS(server)},
+		kgo.DialTLSConfig(&tls.Config{RootCAs: pki.CAPool, ServerName: "broker.test", Certificates: []tls.Certificate{pki.Cert}, MinVersion: tls.VersionTLS12}))
+	ping := func(files TLSFiles) error {
+		cfg, err := files.Load()
+		require.NoError(t, err)
+		b := h.backend(func(c *Config) { c.TLS = cfg })
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return b.Ping(ctx)
+	}
+	require.NoError(t, ping(TLSFiles{CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile, ServerName: "broker.test"}))
+	require.Error(t, ping(TLSFiles{CAFile: pki.CAFile, ServerName: "broker.test"}), "no client certificate")
+	err := ping(TLSFiles{CAFile: pki.CAFile, CertFile: pki.CertFile, KeyFile: pki.KeyFile})
+	require.Error(t, err, "127.0.0.1 is not a name of the broker's certificate")
+	require.NoError(t, ping(TLSFiles{CertFile: pki.CertFile, KeyFile: pki.KeyFile, InsecureSkipVerify: true}), "only when asked for")
+}
+
+func TestConfig_SASLSettingsAreCheckedAndThePasswordNeverPrinted(t *testing.T) {
+	for _, tc := range []struct {
+		sasl SASL
+		want string
+	}{
+		{SASL{User: "u", Password: "hunter2"}, "SASL.Mechanism: required"},
+		{SASL{Mechanism: "GSSAPI", User: "u", Password: "hunter2"}, `SASL.Mechanism "GSSAPI": want PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`},
+		{SASL{Mechanism: "plain", Password: "hunter2"}, "SASL.User: required"},
+		{SASL{Mechanism: "scram-sha-512", User: "u"}, "SASL.Password: required"},
+	} {
+		cfg := DefaultConfig("127.0.0.1:9092")
+		cfg.SASL = tc.sasl
+		err := cfg.Validate()
+		require.ErrorContains(t, err, tc.want)
+		assert.NotContains(t, err.Error(), "hunter2")
+	}
+	s := SASL{Mechanism: "scram-sha-256", User: "gw", Password: "hunter2"}
+	for _, printed := range []string{fmt.Sprint(s), fmt.Sprintf("%+v", s), fmt.Sprintf("%#v", s), s.LogValue().String()} {
+		assert.Equal(t, true, strings.Contains(printed, `SCRAM-SHA-256 user "gw"`) && !strings.Contains(printed, "hunter2"), printed)
 	}
 }
