@@ -229,7 +229,9 @@ func (a *Auth) authenticate(ctx context.Context) (Identity, error) {
 	if a.cfg.TokensFile != "" || a.cfg.JWTHMACSecretFile != "" || a.cfg.JWKSFile != "" {
 		ways = append(ways, "a bearer token (metadata \"authorization: Bearer <token>\")")
 	}
-	ways = append(ways, "a client certificate the server's CA verifies")
+	if a.cfg.MTLS || len(ways) == 0 {
+		ways = append(ways, "a client certificate the server's CA verifies")
+	}
 	return Identity{}, fmt.Errorf("no credentials: this server needs %s", strings.Join(ways, " or "))
 }
 
