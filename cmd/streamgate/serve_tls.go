@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"google.golang.org/grpc/credentials"
 
@@ -97,7 +98,7 @@ func (t *serveTLS) apply(opts *node.Options, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("--tls-client-auth: %w", err)
 	}
-	opts.Credentials = credentials.NewTLS(scfg)
+	opts.Credentials = tlsconf.LogRefused(credentials.NewTLS(scfg), log, 10*time.Second)
 
 	// Peers are verified against the cluster CA, else the client CA (a
 	// cluster with mTLS usually has one private CA for all), else the

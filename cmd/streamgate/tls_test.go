@@ -59,6 +59,9 @@ func TestCLI_TLSServeRequiringClientCertificatesThenPublishAndStatus(t *testing.
 	require.Error(t, err, "no client certificate")
 	assert.Contains(t, err.Error(), "Unavailable", "%v %s", err, errOut.String())
 
+	require.Eventually(t, func() bool {
+		return strings.Contains(serveLog.String(), `msg="TLS handshake refused"`) && strings.Contains(serveLog.String(), "certificate")
+	}, 10*time.Second, 10*time.Millisecond, "the node says why it refused:\n%s", &serveLog)
 	assert.NotContains(t, serveLog.String(), "PLAINTEXT")
 	assert.Contains(t, serveLog.String(), `msg="gRPC API serves TLS"`)
 	assert.Contains(t, serveLog.String(), "client_certificates=require")
