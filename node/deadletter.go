@@ -103,8 +103,9 @@ type deadLetters struct {
 
 // deadLetterSend is one publish queued for the sender.
 type deadLetterSend struct {
-	msg *broker.Message
-	r   deadLetterResult
+	shard broker.ShardID // the message's source shard
+	msg   *broker.Message
+	r     deadLetterResult
 }
 
 // deadLetter is one message on its way to the dead-letter topic. The
@@ -203,7 +204,7 @@ func (s *subscription) publishDeadLetter(dl *deadLetter) {
 	d.gen++
 	dl.gen = d.gen
 	d.mu.Lock()
-	d.out = append(d.out, deadLetterSend{msg: s.deadLetterMessage(dl), r: deadLetterResult{id: dl.m.d.ID, gen: dl.gen}})
+	d.out = append(d.out, deadLetterSend{shard: dl.m.d.Shard, msg: s.deadLetterMessage(dl), r: deadLetterResult{id: dl.m.d.ID, gen: dl.gen}})
 	d.mu.Unlock()
 	signal(d.outSig)
 	if d.senderQ != s.quit { // none runs for this consumer yet
@@ -437,6 +438,11 @@ func (s *subscription) voidDeadLetters(sh broker.ShardID) {
 	if q := s.queues[sh]; q != nil {
 		q.deadLettering = 0
 	}
+	// Those the sender has not taken yet are not sent.
+	d := &s.dead
+	d.mu.Lock()
+	d.out = slices.DeleteFunc(d.out, func(p deadLetterSend) bool { return p.shard == sh })
+	d.mu.Unlock()
 }
 
 // finishDeadLetters runs as the consumer closes (closeConsumer): it waits

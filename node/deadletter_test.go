@@ -152,6 +152,7 @@ func TestDeadLetter_ResultsForVoidedMessagesAreDropped(t *testing.T) {
 	// Voided while its publish is in flight: the result is dropped.
 	m = failing(s, sess, "b", 5)
 	require.Empty(t, s.takeDeadLetters(sess, []*message{m}, reasonDeadline))
+	p.wait(t, 3) // in flight: a publish not sent yet would be dropped
 	s.voidMessages(m.d.Shard, map[*session]int{})
 	assert.Zero(t, q.deadLettering)
 	assert.NotContains(t, s.known, "b")
