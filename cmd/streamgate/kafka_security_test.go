@@ -72,6 +72,7 @@ func TestCLI_ServeAndDevbrokerOverKafkaTLSAndSASLWithACLs(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Error("serve did not stop after its context ended")
 		}
+		assert.Contains(t, serveLog.String(), `tls=true sasl="SCRAM-SHA-512 user \"gateway\""`)
 		assert.NotContains(t, serveLog.String(), "gateway-pw", "the password is never logged")
 	})
 	waitReady(t, httpAddr)

@@ -171,6 +171,10 @@ func (c *serveConfig) openBackend(log *slog.Logger, reg *prometheus.Registry) (s
 	}
 	c.kafka.Logger = log
 	c.kafka.Registerer = reg
+	if c.kafka.TLS != nil || c.kafka.SASL.Mechanism != "" {
+		// kafka.SASL logs without its password.
+		log.Info("connecting to Kafka with TLS or SASL", "tls", c.kafka.TLS != nil, "sasl", c.kafka.SASL)
+	}
 	return kafka.New(c.kafka)
 }
 
