@@ -23,7 +23,8 @@ import (
 // the node reaches a TLS, SASL/SCRAM broker with ACLs as a user allowed
 // "orders" only: a message to "payroll" fails alone with PERMISSION_DENIED
 // naming the broker's refusal, messages to orders on the same stream are
-// published, and subscribing to payroll is refused the same way.
+// published, subscribing to payroll is refused the same way, and a
+// subscription of orders reads and acks under the ACLs the README lists.
 func TestKafkaACL_ATopicTheBrokerDeniesTheGatewayIsPermissionDeniedToTheClient(t *testing.T) {
 	pki := testcerts.New(t)
 	allow := func(res kmsg.ACLResourceType, name string, pattern kmsg.ACLResourcePatternType) kfake.ACL {
@@ -35,7 +36,9 @@ func TestKafkaACL_ATopicTheBrokerDeniesTheGatewayIsPermissionDeniedToTheClient(t
 		kfake.User(kafka.SASLScramSHA256, "gateway", "gateway-pw",
 			allow(kmsg.ACLResourceTypeTopic, "orders", kmsg.ACLResourcePatternTypeLiteral),
 			allow(kmsg.ACLResourceTypeTopic, "__streamgate_subscriptions", kmsg.ACLResourcePatternTypeLiteral),
-			allow(kmsg.ACLResourceTypeGroup, "streamgate.", kmsg.ACLResourcePatternTypePrefixed)))
+			allow(kmsg.ACLResourceTypeGroup, "streamgate.", kmsg.ACLResourcePatternTypePrefixed),
+			// Position saves are fenced by transactional ids (README).
+			allow(kmsg.ACLResourceTypeTransactionalId, "streamgate.", kmsg.ACLResourcePatternTypePrefixed)))
 	require.NoError(t, err)
 	t.Cleanup(kf.Close)
 	tlsCfg, err := kafka.TLSFiles{CAFile: pki.CAFile}.Load()
@@ -63,4 +66,20 @@ func TestKafkaACL_ATopicTheBrokerDeniesTheGatewayIsPermissionDeniedToTheClient(t
 	_, err = env.Client.Subscribe(ctx, client.SubscribeOptions{Subscription: "audit", Topics: []string{"payroll"}, OpenTimeout: 20 * time.Second})
 	require.Error(t, err)
 	assert.Equal(t, codes.PermissionDenied, status.Code(err), "%v", err)
+
+	// The allowed topic is read and acked under the ACLs.
+	sub, err := env.Client.Subscribe(ctx, client.SubscribeOptions{Subscription: "billing", Topics: []string{"orders"}, FromBeginning: true})
+	require.NoError(t, err)
+	var payloads []string
+	for len(payloads) < 2 {
+		rs, notice, err := sub.RecvContext(ctx)
+		require.NoError(t, err)
+		require.Nil(t, notice, "%+v", notice)
+		for _, r := range rs {
+			payloads = append(payloads, string(r.Payload))
+			require.NoError(t, sub.Ack(r.ID))
+		}
+	}
+	assert.ElementsMatch(t, []string{"1", "3"}, payloads)
+	require.NoError(t, sub.Close())
 }
