@@ -179,7 +179,7 @@ func TestACL_ATopicTheBrokerDeniesIsPermissionDenied(t *testing.T) {
 	h := securedHarness(t, []kfake.Opt{
 		kfake.EnableSASL(), kfake.EnableACLs(),
 		kfake.Superuser(SASLScramSHA256, "admin", "admin-pw"),
-		kfake.User(SASLScramSHA256, "gateway", "gateway-pw", GatewayACLs("orders")...),
+		kfake.User(SASLScramSHA256, "gateway", "gateway-pw", gatewayACLs("orders")...),
 	}, kgo.SASL(scram.Auth{User: "admin", Pass: "admin-pw"}.AsSha256Mechanism()))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -198,13 +198,15 @@ func TestACL_ATopicTheBrokerDeniesIsPermissionDenied(t *testing.T) {
 	require.NoError(t, publishOne(t, b, "orders", 15*time.Second).Err, "the allowed topic still works")
 }
 
-// GatewayACLs lets a user do what the gateway needs on topic (and its
-// groups and the subscription store's topic), nothing else.
-func GatewayACLs(topic string) []kfake.ACL {
+// gatewayACLs lets a user do what the gateway needs on topic (and its
+// groups, transactional ids and the subscription store's topic), nothing
+// else.
+func gatewayACLs(topic string) []kfake.ACL {
 	return []kfake.ACL{
 		{Resource: kmsg.ACLResourceTypeTopic, Name: topic, Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
 		{Resource: kmsg.ACLResourceTypeTopic, Name: "__streamgate_subscriptions", Pattern: kmsg.ACLResourcePatternTypeLiteral, Operation: kmsg.ACLOperationAll, Allow: true},
 		{Resource: kmsg.ACLResourceTypeGroup, Name: "streamgate.", Pattern: kmsg.ACLResourcePatternTypePrefixed, Operation: kmsg.ACLOperationAll, Allow: true},
+		{Resource: kmsg.ACLResourceTypeTransactionalId, Name: "streamgate.", Pattern: kmsg.ACLResourcePatternTypePrefixed, Operation: kmsg.ACLOperationAll, Allow: true},
 	}
 }
 
