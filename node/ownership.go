@@ -243,6 +243,9 @@ func (s *subscription) shardEvents() {
 		case broker.ShardReset:
 			s.log.Warn("a shard was reset", "shard", shardName(ev.Shard), "why", ev.Reason)
 			s.voidMessages(ev.Shard, voided)
+			if q := s.queues[ev.Shard]; q != nil {
+				q.notBefore = time.Time{} // a backoff of the old log's message does not hold the new log
+			}
 			reset = append(reset, shardName(ev.Shard))
 			resetWhy = ev.Reason
 		}

@@ -161,6 +161,15 @@ func (s *subscription) seekVoid(why string) {
 	for _, sh := range drop {
 		s.void(sh, why, true, voided)
 	}
+	// A poll result already handed over holds messages fetched from the
+	// old position; taken now, while no shard is read, they are dropped.
+	// Left in the channel, run could take them after the resume, when
+	// their shards are read again: duplicates, out of order.
+	select {
+	case r := <-s.poll:
+		s.polled(r)
+	default:
+	}
 	s.seekWait = true
 	s.recompute() // claims nothing while held; gossips the dropped claims
 	for _, sess := range s.sessions {
@@ -327,6 +336,9 @@ func (a *adminService) seekMember(ctx context.Context, addr string, req *pb.Seek
 // subscription's part, waited for so that step 2 starts only once this
 // node has stopped reading.
 func (a *adminService) seekLocal(ctx context.Context, name string, phase uint32, why string) {
+	if phase == seekPhaseHold && ctx.Err() != nil {
+		return // too late: the seek went on without this member, and no resume would lift the hold
+	}
 	if phase == seekPhaseHold {
 		a.subs.seeks.hold(name, time.Now().Add(seekHold))
 	} else {
