@@ -23,6 +23,11 @@ type Config struct {
 	// MaxMessageBytes is the largest message accepted (key, payload,
 	// headers and topic). Default 1 MiB.
 	MaxMessageBytes int
+	// MaxHeaders is the most headers one published message may carry, and
+	// MaxKeyBytes the longest key: a message over either fails alone with
+	// INVALID_ARGUMENT. 0: no limit. Defaults 64 and 16 KiB.
+	MaxHeaders  int
+	MaxKeyBytes int
 	// MaxUnacked is how many un-acked messages a subscriber may hold; at the
 	// limit deliveries to it stop until it acks. A subscriber may ask for
 	// less. Default 1000.
@@ -53,6 +58,8 @@ func DefaultConfig() Config {
 		PublishWindow:        1000,
 		MaxBufferedBytes:     64 << 20,
 		MaxMessageBytes:      1 << 20,
+		MaxHeaders:           64,
+		MaxKeyBytes:          16 << 10,
 		MaxUnacked:           1000,
 		AckTimeout:           60 * time.Second,
 		PollBatch:            500,
@@ -70,6 +77,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: PublishWindow: must be at least 1, got %d", c.PublishWindow)
 	case c.MaxMessageBytes < 1:
 		return fmt.Errorf("node: MaxMessageBytes: must be at least 1, got %d", c.MaxMessageBytes)
+	case c.MaxHeaders < 0:
+		return fmt.Errorf("node: MaxHeaders: must not be negative (0: no limit), got %d", c.MaxHeaders)
+	case c.MaxKeyBytes < 0:
+		return fmt.Errorf("node: MaxKeyBytes: must not be negative (0: no limit), got %d", c.MaxKeyBytes)
 	case c.MaxBufferedBytes < int64(c.MaxMessageBytes):
 		return fmt.Errorf("node: MaxBufferedBytes: must be at least MaxMessageBytes (%d), got %d", c.MaxMessageBytes, c.MaxBufferedBytes)
 	case c.MaxUnacked < 1:

@@ -205,6 +205,15 @@ func (s *publishService) validate(m *pb.OutgoingMessage) (*broker.Message, error
 	if !utf8.ValidString(m.GetTopic()) {
 		return nil, invalidf("request %q: topic %q is not UTF-8", m.GetRequestId(), m.GetTopic())
 	}
+	// The header count and key length are checked before anything is
+	// copied: a message of a million empty headers is small in bytes but
+	// costly to carry through every backend.
+	if n, max := len(m.GetHeaders()), s.cfg.MaxHeaders; max > 0 && n > max {
+		return nil, invalidf("request %q: %d headers, over the limit of %d (--max-headers)", m.GetRequestId(), n, max)
+	}
+	if n, max := len(m.GetKey()), s.cfg.MaxKeyBytes; max > 0 && n > max {
+		return nil, invalidf("request %q: key is %d bytes, over the limit of %d (--max-key-bytes)", m.GetRequestId(), n, max)
+	}
 	for _, h := range m.GetHeaders() {
 		if !utf8.ValidString(h.GetKey()) {
 			return nil, invalidf("request %q: header key %q is not UTF-8", m.GetRequestId(), h.GetKey())

@@ -185,6 +185,8 @@ func TestCLI_ServeValidatesEverySettingBeforeStartingAnything(t *testing.T) {
 		{"node", []string{"--max-unacked", "0"}, "--max-unacked: must be at least 1, got 0"},
 		{"node relation", []string{"--max-buffered-bytes", "5"}, "--max-buffered-bytes: must be at least --max-message-bytes (1048576), got 5"},
 		{"node duration", []string{"--ack-timeout", "0s"}, "--ack-timeout: must be positive, got 0s"},
+		{"limit headers", []string{"--max-headers", "-1"}, "--max-headers: must not be negative (0: no limit), got -1"},
+		{"limit key", []string{"--max-key-bytes", "-1"}, "--max-key-bytes: must not be negative (0: no limit), got -1"},
 		{"node name", []string{"--node-name", ""}, "--node-name: must not be empty"},
 		{"kafka", []string{"--commit-every", "0"}, "--commit-every: must be at least 1, got 0"},
 		{"kafka per shard", []string{"--max-buffered-per-shard", "1"}, "--max-buffered-per-shard: must be at least 2, got 1"},
