@@ -28,6 +28,11 @@ type Config struct {
 	// INVALID_ARGUMENT. 0: no limit. Defaults 64 and 16 KiB.
 	MaxHeaders  int
 	MaxKeyBytes int
+	// MaxAckIDs is the most message ids one ack, nack or
+	// modify_ack_deadline request may carry; over it the stream ends with
+	// INVALID_ARGUMENT. 0: no limit. Default 10,000 (ten times the default
+	// MaxUnacked: a subscriber never holds more to name).
+	MaxAckIDs int
 	// MaxUnacked is how many un-acked messages a subscriber may hold; at the
 	// limit deliveries to it stop until it acks. A subscriber may ask for
 	// less. Default 1000.
@@ -60,6 +65,7 @@ func DefaultConfig() Config {
 		MaxMessageBytes:      1 << 20,
 		MaxHeaders:           64,
 		MaxKeyBytes:          16 << 10,
+		MaxAckIDs:            10000,
 		MaxUnacked:           1000,
 		AckTimeout:           60 * time.Second,
 		PollBatch:            500,
@@ -81,6 +87,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: MaxHeaders: must not be negative (0: no limit), got %d", c.MaxHeaders)
 	case c.MaxKeyBytes < 0:
 		return fmt.Errorf("node: MaxKeyBytes: must not be negative (0: no limit), got %d", c.MaxKeyBytes)
+	case c.MaxAckIDs < 0:
+		return fmt.Errorf("node: MaxAckIDs: must not be negative (0: no limit), got %d", c.MaxAckIDs)
 	case c.MaxBufferedBytes < int64(c.MaxMessageBytes):
 		return fmt.Errorf("node: MaxBufferedBytes: must be at least MaxMessageBytes (%d), got %d", c.MaxMessageBytes, c.MaxBufferedBytes)
 	case c.MaxUnacked < 1:

@@ -354,10 +354,16 @@ func (s *subscribeService) readLoop(ctx context.Context, stream grpc.BidiStreami
 		case *pb.SubscribeRequest_Open:
 			return invalidf("open sent twice: a stream opens once; open another stream to subscribe again")
 		case *pb.SubscribeRequest_Ack:
+			if err := s.checkAckIDs("ack", len(r.Ack.GetMessageIds())); err != nil {
+				return err
+			}
 			if ids := r.Ack.GetMessageIds(); len(ids) > 0 && !sub.send(ctx, event{kind: evAck, sess: sess, ids: ids}) {
 				return ctx.Err()
 			}
 		case *pb.SubscribeRequest_Nack:
+			if err := s.checkAckIDs("nack", len(r.Nack.GetMessageIds())); err != nil {
+				return err
+			}
 			secs := r.Nack.GetDelaySeconds()
 			if d := time.Duration(secs) * time.Second; d > maxNackDelay {
 				return invalidf("nack: delay_seconds %d is over the maximum of %d", secs, int(maxNackDelay/time.Second))
@@ -371,6 +377,9 @@ func (s *subscribeService) readLoop(ctx context.Context, stream grpc.BidiStreami
 				return ctx.Err()
 			}
 		case *pb.SubscribeRequest_ModifyAckDeadline:
+			if err := s.checkAckIDs("modify_ack_deadline", len(r.ModifyAckDeadline.GetMessageIds())); err != nil {
+				return err
+			}
 			secs := r.ModifyAckDeadline.GetAckDeadlineSeconds()
 			if d := time.Duration(secs) * time.Second; d > maxAckDeadline {
 				return invalidf("modify_ack_deadline: ack_deadline_seconds %d is over the maximum of %d", secs, int(maxAckDeadline/time.Second))

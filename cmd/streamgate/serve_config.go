@@ -76,6 +76,7 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&ncfg.MaxMessageBytes, "max-message-bytes", ncfg.MaxMessageBytes, "largest message accepted (topic, key, payload and headers)")
 	fs.IntVar(&ncfg.MaxHeaders, "max-headers", ncfg.MaxHeaders, "most headers one published message may carry (0: no limit); a message over it fails alone with INVALID_ARGUMENT")
 	fs.IntVar(&ncfg.MaxKeyBytes, "max-key-bytes", ncfg.MaxKeyBytes, "longest key of a published message, in bytes (0: no limit); a message over it fails alone with INVALID_ARGUMENT")
+	fs.IntVar(&ncfg.MaxAckIDs, "max-ack-ids", ncfg.MaxAckIDs, "most message ids one ack, nack or modify_ack_deadline request may carry (0: no limit); over it the stream ends with INVALID_ARGUMENT")
 	fs.IntVar(&ncfg.MaxUnacked, "max-unacked", ncfg.MaxUnacked, "un-acked messages a subscriber may hold before deliveries to it stop: for subscriptions that set no max_unacked, and the most one may set")
 	fs.DurationVar(&ncfg.AckTimeout, "ack-timeout", ncfg.AckTimeout, "a delivered message's ack deadline, for subscriptions that set no ack_deadline_seconds: a subscriber holding it un-acked this long, unless it extended the deadline (modify_ack_deadline), is disconnected and its messages redelivered")
 	fs.DurationVar(&ncfg.ShardRefreshInterval, "shard-refresh-interval", ncfg.ShardRefreshInterval, "how often subscriptions look for shards added to their topics")
@@ -116,7 +117,7 @@ var (
 		"NodeName": "node-name", "PublishWindow": "publish-window", "MaxBufferedBytes": "max-buffered-bytes",
 		"MaxMessageBytes": "max-message-bytes", "MaxUnacked": "max-unacked", "AckTimeout": "ack-timeout",
 		"ShardRefreshInterval": "shard-refresh-interval",
-		"MaxHeaders":           "max-headers", "MaxKeyBytes": "max-key-bytes",
+		"MaxHeaders":           "max-headers", "MaxKeyBytes": "max-key-bytes", "MaxAckIDs": "max-ack-ids",
 	}
 	kafkaFlags = map[string]string{
 		"Brokers": "brokers", "PublishTimeout": "publish-timeout", "MaxMessageBytes": "max-message-bytes",

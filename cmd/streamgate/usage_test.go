@@ -187,6 +187,7 @@ func TestCLI_ServeValidatesEverySettingBeforeStartingAnything(t *testing.T) {
 		{"node duration", []string{"--ack-timeout", "0s"}, "--ack-timeout: must be positive, got 0s"},
 		{"limit headers", []string{"--max-headers", "-1"}, "--max-headers: must not be negative (0: no limit), got -1"},
 		{"limit key", []string{"--max-key-bytes", "-1"}, "--max-key-bytes: must not be negative (0: no limit), got -1"},
+		{"limit ack ids", []string{"--max-ack-ids", "-1"}, "--max-ack-ids: must not be negative (0: no limit), got -1"},
 		{"node name", []string{"--node-name", ""}, "--node-name: must not be empty"},
 		{"kafka", []string{"--commit-every", "0"}, "--commit-every: must be at least 1, got 0"},
 		{"kafka per shard", []string{"--max-buffered-per-shard", "1"}, "--max-buffered-per-shard: must be at least 2, got 1"},
