@@ -33,6 +33,17 @@ type Config struct {
 	// INVALID_ARGUMENT. 0: no limit. Default 10,000 (ten times the default
 	// MaxUnacked: a subscriber never holds more to name).
 	MaxAckIDs int
+	// KeepaliveMinTime: a client that pings more often than this (three
+	// times in a row) is closed with GOAWAY ENHANCE_YOUR_CALM. It must stay
+	// below the clients' ping interval (the Go client pings every 10 s).
+	// Default 5s.
+	KeepaliveMinTime time.Duration
+	// MaxConnectionAge closes a connection (GOAWAY; clients reconnect,
+	// through a load balancer perhaps to another node) once it is this old,
+	// give or take 10%; its streams then have MaxConnectionAgeGrace to end
+	// before they are cut. 0: no limit (the default). Grace default 30s.
+	MaxConnectionAge      time.Duration
+	MaxConnectionAgeGrace time.Duration
 	// MaxUnacked is how many un-acked messages a subscriber may hold; at the
 	// limit deliveries to it stop until it acks. A subscriber may ask for
 	// less. Default 1000.
@@ -59,18 +70,20 @@ func DefaultConfig() Config {
 		name = "streamgate"
 	}
 	return Config{
-		NodeName:             name,
-		PublishWindow:        1000,
-		MaxBufferedBytes:     64 << 20,
-		MaxMessageBytes:      1 << 20,
-		MaxHeaders:           64,
-		MaxKeyBytes:          16 << 10,
-		MaxAckIDs:            10000,
-		MaxUnacked:           1000,
-		AckTimeout:           60 * time.Second,
-		PollBatch:            500,
-		NoticeInterval:       2 * time.Second,
-		ShardRefreshInterval: 30 * time.Second,
+		NodeName:              name,
+		PublishWindow:         1000,
+		MaxBufferedBytes:      64 << 20,
+		MaxMessageBytes:       1 << 20,
+		MaxHeaders:            64,
+		MaxKeyBytes:           16 << 10,
+		MaxAckIDs:             10000,
+		KeepaliveMinTime:      5 * time.Second,
+		MaxConnectionAgeGrace: 30 * time.Second,
+		MaxUnacked:            1000,
+		AckTimeout:            60 * time.Second,
+		PollBatch:             500,
+		NoticeInterval:        2 * time.Second,
+		ShardRefreshInterval:  30 * time.Second,
 	}
 }
 
@@ -89,6 +102,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: MaxKeyBytes: must not be negative (0: no limit), got %d", c.MaxKeyBytes)
 	case c.MaxAckIDs < 0:
 		return fmt.Errorf("node: MaxAckIDs: must not be negative (0: no limit), got %d", c.MaxAckIDs)
+	case c.KeepaliveMinTime <= 0:
+		return fmt.Errorf("node: KeepaliveMinTime: must be positive, got %s", c.KeepaliveMinTime)
+	case c.MaxConnectionAge < 0:
+		return fmt.Errorf("node: MaxConnectionAge: must not be negative (0: no limit), got %s", c.MaxConnectionAge)
+	case c.MaxConnectionAgeGrace < 0:
+		return fmt.Errorf("node: MaxConnectionAgeGrace: must not be negative, got %s", c.MaxConnectionAgeGrace)
 	case c.MaxBufferedBytes < int64(c.MaxMessageBytes):
 		return fmt.Errorf("node: MaxBufferedBytes: must be at least MaxMessageBytes (%d), got %d", c.MaxMessageBytes, c.MaxBufferedBytes)
 	case c.MaxUnacked < 1:

@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/streamgate/streamgate/broker"
@@ -104,9 +103,6 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		reg:     reg,
 		// Publish requests carry batches: allow more than gRPC's 4 MiB
 		// default; the node-wide byte cap bounds what is held.
-		// Clients ping every 10 s to notice a frozen or vanished node
-		// (client.DefaultDialOptions); gRPC's default policy would answer
-		// pings more often than every 5 minutes with GOAWAY.
 		// The codec decodes a request into one copy of it that payloads
 		// point into (codec.Alias): the backend keeps them until produced
 		// and never appends to them. grpc's default pool clears every
@@ -114,8 +110,8 @@ func NewServer(cfg Config, backend Backend, opts Options) (*Server, error) {
 		// write buffers take a batch in fewer system calls. Flow-control
 		// windows stay grpc's (dynamic): static 4 MiB ones measured no
 		// better and let a stalled stream buffer that much.
-		grpc: grpc.NewServer(append(append(credsOption(opts), authServerOptions(opts.Auth)...), grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		// The keepalive policy, connection age and stream limits: limits.go.
+		grpc: grpc.NewServer(append(append(append(credsOption(opts), authServerOptions(opts.Auth)...), limitServerOptions(cfg)...), grpc.MaxRecvMsgSize(maxRequestBytes(cfg)),
 			grpc.ForceServerCodecV2(codec.New(codec.BufferPool(), codec.Alias)), experimental.BufferPool(codec.BufferPool()),
 			grpc.ReadBufferSize(1<<20), grpc.WriteBufferSize(1<<20))...),
 		health: health.NewServer(),

@@ -77,6 +77,9 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.IntVar(&ncfg.MaxHeaders, "max-headers", ncfg.MaxHeaders, "most headers one published message may carry (0: no limit); a message over it fails alone with INVALID_ARGUMENT")
 	fs.IntVar(&ncfg.MaxKeyBytes, "max-key-bytes", ncfg.MaxKeyBytes, "longest key of a published message, in bytes (0: no limit); a message over it fails alone with INVALID_ARGUMENT")
 	fs.IntVar(&ncfg.MaxAckIDs, "max-ack-ids", ncfg.MaxAckIDs, "most message ids one ack, nack or modify_ack_deadline request may carry (0: no limit); over it the stream ends with INVALID_ARGUMENT")
+	fs.DurationVar(&ncfg.KeepaliveMinTime, "keepalive-min-time", ncfg.KeepaliveMinTime, "a client pinging more often than this is closed (GOAWAY ENHANCE_YOUR_CALM); keep it below the clients' ping interval (the Go client pings every 10s)")
+	fs.DurationVar(&ncfg.MaxConnectionAge, "max-connection-age", ncfg.MaxConnectionAge, "close a client connection this old (GOAWAY, give or take 10%) so that clients reconnect and load balancers spread long-lived streams again (0: never)")
+	fs.DurationVar(&ncfg.MaxConnectionAgeGrace, "max-connection-age-grace", ncfg.MaxConnectionAgeGrace, "after --max-connection-age, how long the connection's streams may take to end before they are cut")
 	fs.IntVar(&ncfg.MaxUnacked, "max-unacked", ncfg.MaxUnacked, "un-acked messages a subscriber may hold before deliveries to it stop: for subscriptions that set no max_unacked, and the most one may set")
 	fs.DurationVar(&ncfg.AckTimeout, "ack-timeout", ncfg.AckTimeout, "a delivered message's ack deadline, for subscriptions that set no ack_deadline_seconds: a subscriber holding it un-acked this long, unless it extended the deadline (modify_ack_deadline), is disconnected and its messages redelivered")
 	fs.DurationVar(&ncfg.ShardRefreshInterval, "shard-refresh-interval", ncfg.ShardRefreshInterval, "how often subscriptions look for shards added to their topics")
@@ -118,6 +121,7 @@ var (
 		"MaxMessageBytes": "max-message-bytes", "MaxUnacked": "max-unacked", "AckTimeout": "ack-timeout",
 		"ShardRefreshInterval": "shard-refresh-interval",
 		"MaxHeaders":           "max-headers", "MaxKeyBytes": "max-key-bytes", "MaxAckIDs": "max-ack-ids",
+		"KeepaliveMinTime": "keepalive-min-time", "MaxConnectionAge": "max-connection-age", "MaxConnectionAgeGrace": "max-connection-age-grace",
 	}
 	kafkaFlags = map[string]string{
 		"Brokers": "brokers", "PublishTimeout": "publish-timeout", "MaxMessageBytes": "max-message-bytes",
