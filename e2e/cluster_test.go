@@ -31,7 +31,12 @@ const gossipPort = "7946"
 // saved part of what it acked: n2 must end up with every message n3 had not
 // received (at-least-once, nothing lost) and none that n3 had saved, each
 // subscriber's stream must keep every shard in broker order with stable
-// message ids, and n1 must see the cluster shrink to two members.
+// message ids, and n1 must see the cluster shrink to two members. Every
+// node serves TLS (also to the other nodes' describe fan-out) and requires
+// a bearer token, with a policy: the test's clients connect with TLS and a
+// token, and one without a token is UNAUTHENTICATED. n1 has no subscriber:
+// the claims it describes come from n2's and n3's Admin API, which n1 calls
+// over TLS with its cluster token.
 func TestE2E_ThreeNodeClusterSurvivesAKilledNode(t *testing.T) {
 	requireDocker(t)
 	const (
@@ -60,19 +65,26 @@ func TestE2E_ThreeNodeClusterSurvivesAKilledNode(t *testing.T) {
 	nodes := map[string]*testcontainers.DockerContainer{}
 	clients := map[string]*client.Client{}
 	seed := nodeIP(subnet, 0)
+	sec := newSecureCluster(t, subnet, names, topic, subscription)
+	addrs := map[string]string{}
 	for i, name := range names {
-		nodes[name] = startClusterNode(t, nw, name, nodeIP(subnet, i), seed)
+		nodes[name] = startClusterNode(t, nw, name, nodeIP(subnet, i), seed, sec)
 		addr, err := nodes[name].PortEndpoint(ctx, grpcPort, "")
 		require.NoError(t, err)
-		c, err := client.Dial(addr)
-		require.NoError(t, err)
+		addrs[name] = addr
+		c := sec.dial(t, addr, name, clientIdentity)
 		defer c.Close()
 		clients[name] = c
 	}
+	// Listing the members takes admin, which the publishing and subscribing
+	// identity does not have.
+	admin := sec.dial(t, addrs["n1"], "n1", opsIdentity)
+	defer admin.Close()
 	t.Logf("broker and 3 nodes started in %s (subnet %s)", time.Since(start).Round(time.Millisecond), subnet)
 
-	// 2. n1 sees all three alive.
-	waitMembers(ctx, t, clients["n1"], names, 20*time.Second)
+	// 2. n1 sees all three alive; a client without a token is turned away.
+	waitMembers(ctx, t, admin, names, 20*time.Second)
+	requireUnauthenticated(ctx, t, sec, addrs["n2"], "n2")
 	t.Logf("n1 lists n1, n2, n3 alive after %s", time.Since(start).Round(time.Millisecond))
 
 	// 3. Subscribers on n2 and n3, each acking everything it receives, and
@@ -242,7 +254,7 @@ func TestE2E_ThreeNodeClusterSurvivesAKilledNode(t *testing.T) {
 	var members string
 	waitUntil(ctx, t, 40*time.Second, func() bool {
 		if membersAt.IsZero() {
-			if ok, got := membersAre(ctx, clients["n1"], names[:2]); ok {
+			if ok, got := membersAre(ctx, admin, names[:2]); ok {
 				membersAt = time.Now()
 			} else {
 				members = got
@@ -377,8 +389,8 @@ func nodeIP(subnet netip.Prefix, i int) netip.Addr {
 }
 
 // startClusterNode runs `streamgate serve` as name at ip on nw, joining
-// seed's gossip (unless it is seed), and waits for /readyz.
-func startClusterNode(t *testing.T, nw *testcontainers.DockerNetwork, name string, ip, seed netip.Addr) *testcontainers.DockerContainer {
+// seed's gossip (unless it is seed), secured by sec, and waits for /readyz.
+func startClusterNode(t *testing.T, nw *testcontainers.DockerNetwork, name string, ip, seed netip.Addr, sec *secureCluster) *testcontainers.DockerContainer {
 	t.Helper()
 	args := []string{"serve",
 		"--brokers", brokerAlias + ":9092",
@@ -396,8 +408,11 @@ func startClusterNode(t *testing.T, nw *testcontainers.DockerNetwork, name strin
 	if ip != seed {
 		args = append(args, "--join", seed.String()+":"+gossipPort)
 	}
+	secArgs, secFiles := sec.nodeOptions(name)
+	args = append(args, secArgs...)
 	return run(t, "serve "+name,
 		testcontainers.WithCmd(args...),
+		secFiles,
 		testcontainers.WithExposedPorts(grpcPort, httpPort),
 		tcnetwork.WithNetwork([]string{name}, nw),
 		testcontainers.WithEndpointSettingsModifier(func(s map[string]*network.EndpointSettings) {
