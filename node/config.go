@@ -5,6 +5,7 @@ package node
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"time"
 )
@@ -44,6 +45,20 @@ type Config struct {
 	// before they are cut. 0: no limit (the default). Grace default 30s.
 	MaxConnectionAge      time.Duration
 	MaxConnectionAgeGrace time.Duration
+	// MaxStreamsPerConnection is the most concurrent calls one connection
+	// may have (HTTP/2 MAX_CONCURRENT_STREAMS; clients queue past it).
+	// Default 1000.
+	MaxStreamsPerConnection int
+	// MaxStreamsPerIdentity is the most Publish and Subscribe streams one
+	// caller (its identity with auth on, else its host) may have open on
+	// this node; past it a new one fails with RESOURCE_EXHAUSTED. 0: no
+	// limit (the default).
+	MaxStreamsPerIdentity int
+	// MaxOpensPerSecond is how many Subscribe streams per second one
+	// caller may open (a token bucket of that many, at least 1); past it
+	// an open fails with RESOURCE_EXHAUSTED saying when to retry. 0: no
+	// limit (the default).
+	MaxOpensPerSecond float64
 	// MaxUnacked is how many un-acked messages a subscriber may hold; at the
 	// limit deliveries to it stop until it acks. A subscriber may ask for
 	// less. Default 1000.
@@ -70,20 +85,21 @@ func DefaultConfig() Config {
 		name = "streamgate"
 	}
 	return Config{
-		NodeName:              name,
-		PublishWindow:         1000,
-		MaxBufferedBytes:      64 << 20,
-		MaxMessageBytes:       1 << 20,
-		MaxHeaders:            64,
-		MaxKeyBytes:           16 << 10,
-		MaxAckIDs:             10000,
-		KeepaliveMinTime:      5 * time.Second,
-		MaxConnectionAgeGrace: 30 * time.Second,
-		MaxUnacked:            1000,
-		AckTimeout:            60 * time.Second,
-		PollBatch:             500,
-		NoticeInterval:        2 * time.Second,
-		ShardRefreshInterval:  30 * time.Second,
+		NodeName:                name,
+		PublishWindow:           1000,
+		MaxBufferedBytes:        64 << 20,
+		MaxMessageBytes:         1 << 20,
+		MaxHeaders:              64,
+		MaxKeyBytes:             16 << 10,
+		MaxAckIDs:               10000,
+		KeepaliveMinTime:        5 * time.Second,
+		MaxConnectionAgeGrace:   30 * time.Second,
+		MaxStreamsPerConnection: 1000,
+		MaxUnacked:              1000,
+		AckTimeout:              60 * time.Second,
+		PollBatch:               500,
+		NoticeInterval:          2 * time.Second,
+		ShardRefreshInterval:    30 * time.Second,
 	}
 }
 
@@ -108,6 +124,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("node: MaxConnectionAge: must not be negative (0: no limit), got %s", c.MaxConnectionAge)
 	case c.MaxConnectionAgeGrace < 0:
 		return fmt.Errorf("node: MaxConnectionAgeGrace: must not be negative, got %s", c.MaxConnectionAgeGrace)
+	case c.MaxStreamsPerConnection < 0 || int64(c.MaxStreamsPerConnection) > math.MaxUint32:
+		return fmt.Errorf("node: MaxStreamsPerConnection: must be between 0 (no limit) and %d, got %d", uint32(math.MaxUint32), c.MaxStreamsPerConnection)
+	case c.MaxStreamsPerIdentity < 0:
+		return fmt.Errorf("node: MaxStreamsPerIdentity: must not be negative (0: no limit), got %d", c.MaxStreamsPerIdentity)
+	case c.MaxOpensPerSecond < 0 || math.IsNaN(c.MaxOpensPerSecond) || math.IsInf(c.MaxOpensPerSecond, 0):
+		return fmt.Errorf("node: MaxOpensPerSecond: must be a number not below 0 (0: no limit), got %g", c.MaxOpensPerSecond)
 	case c.MaxBufferedBytes < int64(c.MaxMessageBytes):
 		return fmt.Errorf("node: MaxBufferedBytes: must be at least MaxMessageBytes (%d), got %d", c.MaxMessageBytes, c.MaxBufferedBytes)
 	case c.MaxUnacked < 1:

@@ -31,6 +31,17 @@ func limitServerOptions(cfg Config) []grpc.ServerOption {
 		// write each, and a flood of them is an attack (CVE-2019-9512).
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: cfg.KeepaliveMinTime, PermitWithoutStream: true}),
 	}
+	if cfg.MaxStreamsPerConnection > 0 {
+		// Advertised to the client (HTTP/2 SETTINGS): gRPC clients queue
+		// calls past it until a stream ends; one that ignores it gets
+		// REFUSED_STREAM.
+		opts = append(opts, grpc.MaxConcurrentStreams(uint32(cfg.MaxStreamsPerConnection)))
+	}
+	if cfg.MaxStreamsPerIdentity > 0 || cfg.MaxOpensPerSecond > 0 {
+		// After auth's interceptors (server.go puts them first), so the
+		// identity is known.
+		opts = append(opts, grpc.ChainStreamInterceptor(newStreamLimiter(cfg).intercept))
+	}
 	if cfg.MaxConnectionAge > 0 {
 		// Subscribe streams live for hours: without an age limit a load
 		// balancer in front of the nodes never moves them to a node added

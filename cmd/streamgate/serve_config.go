@@ -80,6 +80,9 @@ func (c *serveConfig) register(fs *flag.FlagSet) {
 	fs.DurationVar(&ncfg.KeepaliveMinTime, "keepalive-min-time", ncfg.KeepaliveMinTime, "a client pinging more often than this is closed (GOAWAY ENHANCE_YOUR_CALM); keep it below the clients' ping interval (the Go client pings every 10s)")
 	fs.DurationVar(&ncfg.MaxConnectionAge, "max-connection-age", ncfg.MaxConnectionAge, "close a client connection this old (GOAWAY, give or take 10%) so that clients reconnect and load balancers spread long-lived streams again (0: never)")
 	fs.DurationVar(&ncfg.MaxConnectionAgeGrace, "max-connection-age-grace", ncfg.MaxConnectionAgeGrace, "after --max-connection-age, how long the connection's streams may take to end before they are cut")
+	fs.IntVar(&ncfg.MaxStreamsPerConnection, "max-streams-per-connection", ncfg.MaxStreamsPerConnection, "most concurrent calls on one client connection (HTTP/2 MAX_CONCURRENT_STREAMS: clients queue past it; 0: no limit)")
+	fs.IntVar(&ncfg.MaxStreamsPerIdentity, "max-streams-per-identity", ncfg.MaxStreamsPerIdentity, "most Publish and Subscribe streams one caller (its identity with auth on, else its IP address) may have open on this node; past it RESOURCE_EXHAUSTED (0: no limit)")
+	fs.Float64Var(&ncfg.MaxOpensPerSecond, "max-opens-per-second", ncfg.MaxOpensPerSecond, "Subscribe streams one caller may open per second (a burst of as many, at least 1); past it RESOURCE_EXHAUSTED saying when to retry (0: no limit)")
 	fs.IntVar(&ncfg.MaxUnacked, "max-unacked", ncfg.MaxUnacked, "un-acked messages a subscriber may hold before deliveries to it stop: for subscriptions that set no max_unacked, and the most one may set")
 	fs.DurationVar(&ncfg.AckTimeout, "ack-timeout", ncfg.AckTimeout, "a delivered message's ack deadline, for subscriptions that set no ack_deadline_seconds: a subscriber holding it un-acked this long, unless it extended the deadline (modify_ack_deadline), is disconnected and its messages redelivered")
 	fs.DurationVar(&ncfg.ShardRefreshInterval, "shard-refresh-interval", ncfg.ShardRefreshInterval, "how often subscriptions look for shards added to their topics")
@@ -122,6 +125,7 @@ var (
 		"ShardRefreshInterval": "shard-refresh-interval",
 		"MaxHeaders":           "max-headers", "MaxKeyBytes": "max-key-bytes", "MaxAckIDs": "max-ack-ids",
 		"KeepaliveMinTime": "keepalive-min-time", "MaxConnectionAge": "max-connection-age", "MaxConnectionAgeGrace": "max-connection-age-grace",
+		"MaxStreamsPerConnection": "max-streams-per-connection", "MaxStreamsPerIdentity": "max-streams-per-identity", "MaxOpensPerSecond": "max-opens-per-second",
 	}
 	kafkaFlags = map[string]string{
 		"Brokers": "brokers", "PublishTimeout": "publish-timeout", "MaxMessageBytes": "max-message-bytes",
