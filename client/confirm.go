@@ -55,8 +55,8 @@ func (r *AckResult) Get(ctx context.Context) error {
 	}
 }
 
-// ackWaiters are the AckResults waiting for the server, by id, in the
-// order their acks were sent (an id acked twice is answered twice).
+// ackWaiters are the AckResults waiting for the server, by id (at most
+// one per id: see errAckPending).
 type ackWaiters struct {
 	mu      sync.Mutex // guards the fields below
 	pending map[string][]*AckResult
@@ -65,10 +65,19 @@ type ackWaiters struct {
 	idle    chan struct{} // closed when n drops to 0; nil when nobody waits for it
 }
 
-// expect registers results for ids, before their ack is sent; when the
-// stream has ended, they fail at once.
-func (w *ackWaiters) expect(ids []string) []*AckResult {
+// errAckPending answers an id acked again while its first ack's answer is
+// pending: the stream no longer holds it, so the server would refuse it,
+// and answers are matched to acks by id alone, so the refusal could reach
+// the first ack's result. It is answered here and not sent.
+var errAckPending = status.Error(codes.FailedPrecondition, "acked again while its first ack's answer is pending: the stream no longer holds it")
+
+// expect registers results for ids, before their ack is sent, and returns
+// them with the ids to send; when the stream has ended, they fail at once
+// (and nothing is sent). An id already waiting for an answer is refused
+// here (errAckPending), so no id ever waits twice.
+func (w *ackWaiters) expect(ids []string) ([]*AckResult, []string) {
 	out := make([]*AckResult, len(ids))
+	send := make([]string, 0, len(ids))
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for i, id := range ids {
@@ -78,13 +87,18 @@ func (w *ackWaiters) expect(ids []string) []*AckResult {
 			r.set(w.ended)
 			continue
 		}
+		if len(w.pending[id]) > 0 {
+			r.set(errAckPending)
+			continue
+		}
 		if w.pending == nil {
 			w.pending = map[string][]*AckResult{}
 		}
 		w.pending[id] = append(w.pending[id], r)
 		w.n++
+		send = append(send, id)
 	}
-	return out
+	return out, send
 }
 
 // settle hands out the answers of one AckResult response.
@@ -199,8 +213,11 @@ func (s *Subscriber) AckWithResults(ids ...string) []*AckResult {
 		}
 		return out
 	}
-	rs := s.results.expect(ids) // before the send: the answer may come at once
-	if err := s.Ack(ids...); err != nil {
+	rs, send := s.results.expect(ids) // before the send: the answer may come at once
+	if len(send) == 0 {
+		return rs
+	}
+	if err := s.Ack(send...); err != nil {
 		s.results.drop(rs, unavailable(err))
 	}
 	return rs
@@ -238,7 +255,9 @@ func (s *rsession) addConfirmed(id string) *AckResult {
 	if gone {
 		return failedAckResult(id, status.Error(codes.Unavailable, "streamgate: the stream broke before the ack was sent; the message is delivered again"))
 	}
-	r := s.sub.results.expect([]string{id})[0]
-	s.add(id, false)
-	return r
+	rs, send := s.sub.results.expect([]string{id})
+	if len(send) > 0 {
+		s.add(id, false)
+	}
+	return rs[0]
 }

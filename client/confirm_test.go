@@ -194,3 +194,29 @@ func TestAckWithResult_CloseWaitsForAnswersAtMostCloseTimeout(t *testing.T) {
 	err = r.Get(ctx)
 	assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
 }
+
+// TestAckWithResult_AnIDAckedTwiceBeforeItsAnswerKeepsItsOwnAnswer: answers
+// are matched to acks by id, so a second ack of an id whose answer is
+// pending is refused by the client (FailedPrecondition), and the first
+// ack's result still says saved (the server's refusal of the repeat could
+// otherwise reach the first result, and "saved" the second).
+func TestAckWithResult_AnIDAckedTwiceBeforeItsAnswerKeepsItsOwnAnswer(t *testing.T) {
+	e := testenv.Start(t, testenv.Options{Topics: []string{"twice"}, Partitions: 1, Kafka: noRegularSaves})
+	publish(t, e.Client, "twice", 3)
+	s, err := e.Client.Subscribe(t.Context(), client.SubscribeOptions{Subscription: "twice-sub", Topics: []string{"twice"}, FromBeginning: true, ConfirmAcks: true})
+	require.NoError(t, err)
+	defer s.Close()
+	msgs := recvN(t, s, 3)
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	rs := s.AckWithResults(msgs[0].ID, msgs[0].ID, msgs[1].ID)
+	again := s.AckWithResult(msgs[1].ID)
+	require.NoError(t, rs[0].Get(ctx), "the first ack of the id is saved")
+	assert.Equal(t, codes.FailedPrecondition, status.Code(rs[1].Get(ctx)), "a repeat in the same request")
+	require.NoError(t, rs[2].Get(ctx))
+	err = again.Get(ctx)
+	if status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a repeat after the first ack's answer or while it is pending fails with FailedPrecondition, got %v", err)
+	}
+	assert.GreaterOrEqual(t, e.Committed(t, "twice-sub")["twice"][0], int64(2), "both acks saved")
+}
