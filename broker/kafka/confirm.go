@@ -83,32 +83,17 @@ func (c *consumer) SaveAcks(ctx context.Context, rs []broker.AckReceipt) []error
 	}
 	c.mu.Unlock()
 	done := make([]bool, len(rs))
-	for {
-		c.mu.Lock()
-		pending := c.settleLocked(rs, waits, errs, done)
-		var wake chan struct{}
-		if pending {
-			if c.savedSig == nil {
-				c.savedSig = make(chan struct{})
+	err := cursor.AwaitSaves(ctx, &c.mu, &c.savedSig,
+		func() bool { return c.settleLocked(rs, waits, errs, done) },
+		func() { signal(c.commitNow) }) // manage saves what changed; a save in flight is waited for
+	if err != nil {
+		for i := range rs {
+			if errs[i] == nil && !done[i] {
+				errs[i] = fmt.Errorf("%w: the save did not end in time: %w", broker.ErrUnavailable, err)
 			}
-			wake = c.savedSig
-		}
-		c.mu.Unlock()
-		if !pending {
-			return errs
-		}
-		signal(c.commitNow) // manage saves what changed; a save in flight is waited for
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			for i := range rs {
-				if errs[i] == nil && !done[i] {
-					errs[i] = fmt.Errorf("%w: the save did not end in time: %w", broker.ErrUnavailable, ctx.Err())
-				}
-			}
-			return errs
 		}
 	}
+	return errs
 }
 
 // settleLocked decides the receipts it can and says whether some wait.
