@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/streamgate/streamgate/broker"
+	"github.com/streamgate/streamgate/broker/registry"
 )
 
 var (
@@ -31,6 +32,8 @@ type Broker struct {
 	consumers map[*consumer]bool
 	aborted   bool
 	subs      *subsLog // the subscription store, started on first use (subscriptions.go)
+
+	registry.Lazy // broker.SubscriptionStore, over subscriptionStore
 }
 
 // New connects lazily: it fails only on a bad configuration, and brokers
@@ -40,6 +43,7 @@ func New(cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{cfg: cfg, consumers: map[*consumer]bool{}}
+	b.Lazy.Open = b.subscriptionStore
 	b.auth.sasl, b.auth.log = cfg.SASL, b.log()
 	if cfg.Registerer != nil {
 		b.metrics = kprom.NewMetrics("streamgate_kafka", kprom.Registerer(cfg.Registerer))

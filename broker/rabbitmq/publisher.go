@@ -14,6 +14,7 @@ import (
 
 	"github.com/streamgate/streamgate/broker"
 	"github.com/streamgate/streamgate/broker/cursor"
+	"github.com/streamgate/streamgate/broker/registry"
 )
 
 var (
@@ -48,6 +49,8 @@ type Broker struct {
 	consumers map[*consumer]bool
 	closed    bool
 	subs      *subsLog // the subscription store, started on first use (subscriptions.go)
+
+	registry.Lazy // broker.SubscriptionStore, over subscriptionStore
 }
 
 type cachedShards struct {
@@ -92,6 +95,7 @@ func New(cfg Config) (*Broker, error) {
 		rr:        map[string]int{},
 		consumers: map[*consumer]bool{},
 	}
+	b.Lazy.Open = b.subscriptionStore
 	if _, err := rand.Read(b.tag[:]); err != nil {
 		env.Close()
 		return nil, err
